@@ -1,0 +1,141 @@
+"""The ``cowlab`` command line: a thin layer over the library.
+
+Every verb reports bad input as one line on stderr naming where it came from
+and exits with status 2; no traceback reaches the user for input errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from cowlab import __version__
+from cowlab.kernel.presets import PRESETS, PresetError
+from cowlab.plugins import PluginError, format_plugins, get_registry
+from cowlab.scenario import Scenario, ScenarioError, ScenarioRunner, format_result
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _resolve_policy(name: str | None, kernel_default: str, where: str = "--policy") -> object:
+    registry = get_registry()
+    try:
+        return registry.make_policy(name or kernel_default, where=where)
+    except PluginError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_scenario_run(args: argparse.Namespace) -> int:
+    """cowlab scenario run FILE [--policy NAME] [--kernel PRESET] [--json]"""
+    try:
+        scenario = Scenario.load(args.file, kernel=args.kernel)
+    except ScenarioError as exc:
+        raise CliError(str(exc)) from None
+    policy = _resolve_policy(args.policy, scenario.kernel.default_policy)
+    try:
+        result = ScenarioRunner(scenario, policy, seed=args.seed).run()  # type: ignore[arg-type]
+    except ScenarioError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_result(result))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """cowlab plugins [--json]"""
+    registry = get_registry()
+    if args.json:
+        print(json.dumps(registry.describe(), indent=2, default=str))
+    else:
+        print(format_plugins(registry))
+    return 0
+
+
+def _list_kind(kind: str) -> int:
+    registry = get_registry()
+    for name in registry.names(kind):
+        reg = registry.get(kind, name)
+        print(f"{name:<18} {reg.description}  [{registry.origin(kind, name)}]")
+    return 0
+
+
+def cmd_policies(args: argparse.Namespace) -> int:
+    """cowlab policies"""
+    return _list_kind("policy")
+
+
+def cmd_kernels(args: argparse.Namespace) -> int:
+    """cowlab kernels [--facilities]"""
+    for name, preset in PRESETS.items():
+        print(f"{name:<7} era {preset.era}  default policy {preset.default_policy:<15} "
+              f"{preset.description}")
+        if args.facilities:
+            for key, value in preset.facilities().items():
+                print(f"          {key} = {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every verb."""
+    parser = argparse.ArgumentParser(
+        prog="cowlab",
+        description="Simulate, compare and learn the Linux kernel's copy-on-write reuse rule.",
+    )
+    parser.add_argument("--version", action="version", version=f"cowlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    scenario = sub.add_parser("scenario", help="run scripted scenario files")
+    ssub = scenario.add_subparsers(dest="scenario_command", metavar="ACTION")
+    run = ssub.add_parser("run", help="run a scenario and print every write attempt")
+    run.add_argument("file", help="scenario YAML file")
+    run.add_argument("--policy", help="policy name (default: the kernel preset's own rule)")
+    run.add_argument("--kernel", help="kernel preset, overriding the file's (e.g. v5.18)")
+    run.add_argument("--seed", type=int, default=0, help="seed for randomized policies")
+    run.add_argument("--json", action="store_true", help="print one JSON document")
+    run.set_defaults(handler=cmd_scenario_run)
+    scenario.set_defaults(handler=lambda a: _missing(scenario))
+
+    plugins = sub.add_parser("plugins", help="list plugins and what they registered")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(handler=cmd_plugins)
+    sub.add_parser("policies", help="list registered policies").set_defaults(
+        handler=cmd_policies)
+    kernels = sub.add_parser("kernels", help="list kernel presets")
+    kernels.add_argument("--facilities", action="store_true", help="show every facility flag")
+    kernels.set_defaults(handler=cmd_kernels)
+    return parser
+
+
+def _missing(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cowlab`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(handler(args))
+    except (CliError, PresetError) as exc:
+        print(f"cowlab: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("cowlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

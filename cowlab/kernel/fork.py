@@ -1,0 +1,112 @@
+"""fork(): dup_mmap() and the per-era copy of present and swap PTEs (mm/memory.c
+copy_present_pte(), copy_nonpresent_pte()).
+
+* up to v5.8: every anon page is shared read-only with the child;
+* v5.9+ (70e806e4e645): a maybe-DMA-pinned page of an mm that has pinned is copied
+  for the child at once, so the parent's pin stays coherent;
+* v5.19+ (6c287605fd56): sharing clears PageAnonExclusive; a PAE page that may be
+  pinned is copied instead (page_try_dup_anon_rmap()); the exclusive bit of a swap
+  PTE is cleared in parent and child (1493a1913e34).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from cowlab.geometry import (
+    make_pte,
+    pte_mkold,
+    pte_pfn,
+    pte_swp_clear_exclusive,
+    pte_swp_clear_uffd_wp,
+    pte_swp_exclusive,
+    pte_wrprotect,
+    swp_offset,
+)
+from cowlab.geometry import pte_clear_uffd_wp as _pte_clear_uffd
+from cowlab.kernel.folio import ZERO_PFN, Folio
+from cowlab.kernel.mm import MM
+
+if TYPE_CHECKING:
+    from cowlab.kernel.kernel import Kernel
+
+
+def fork_mm(k: Kernel, parent: MM, child_name: str, cpu: int = 0) -> MM:
+    """dup_mmap() / copy_present_pte() / copy_nonpresent_pte() of every era."""
+    k.check_cpu(cpu)
+    cfg = k.config
+    child = k.create_mm(child_name)
+    ppt = parent.pt
+    cpt = child.pt
+    wrprotected = False
+    for vma in parent.vmas:
+        if vma.dontfork:
+            continue
+        cvma = vma.split_copy(vma.start, vma.end)
+        # dup_userfaultfd(): VM_UFFD_WP is not inherited without UFFD_FEATURE_EVENT_FORK.
+        cvma.uffd_wp = False
+        child.vmas.append(cvma)
+        if vma.end - vma.start <= len(ppt):
+            pages: Iterable[int] = [p for p in range(vma.start, vma.end) if p in ppt]
+        else:
+            pages = sorted(p for p in ppt if vma.start <= p < vma.end)
+        for p in pages:
+            pte = ppt[p]
+            if not pte & 1:
+                # copy_nonpresent_pte(): the child shares the swap entry; v5.19+ the
+                # exclusive bit is cleared in both.
+                k.swap.dup(swp_offset(pte), child.id)
+                if pte_swp_exclusive(pte):
+                    pte = pte_swp_clear_exclusive(pte)
+                    ppt[p] = pte
+                cpt[p] = pte_swp_clear_uffd_wp(pte)
+                continue
+            pfn = pte_pfn(pte)
+            if pfn == ZERO_PFN:
+                cpt[p] = pte
+                continue
+            folio = k.frames[pfn]
+            sub = pfn - folio.pfn
+            if must_copy_at_fork(k, parent, folio, sub):
+                copy_page_for_child(k, child, p, folio, sub, cpu)
+                continue
+            if cfg.anon_exclusive:
+                folio.pae[sub] = False
+            folio.map_pte((child.id, p), sub)
+            if pte & 2:
+                pte = pte_wrprotect(pte)
+                ppt[p] = pte
+                wrprotected = True
+            cpt[p] = _pte_clear_uffd(pte_mkold(pte))
+    if wrprotected:
+        k.flush_tlb(parent, cpu)
+    return child
+
+
+def must_copy_at_fork(k: Kernel, parent: MM, folio: Folio, sub: int) -> bool:
+    """page_needs_cow_for_dma(): v5.9+ copies a maybe-pinned page when the mm has
+    pinned (70e806e4e645); v5.19+ only a PAE page can be pinned, and such a page is
+    never shared (page_try_dup_anon_rmap())."""
+    cfg = k.config
+    if folio.ksm or not parent.has_pinned or not folio.maybe_dma_pinned():
+        return False
+    if cfg.anon_exclusive:
+        return folio.pae[sub]
+    return cfg.fork_copies_pinned
+
+
+def copy_page_for_child(k: Kernel, child: MM, page: int, folio: Folio, sub: int, cpu: int) -> None:
+    """copy_present_page(): the child gets its own writable, exclusive copy now."""
+    new = k.alloc_folio(0)
+    new.data[0] = folio.data[sub]
+    if k.config.anon_exclusive:
+        new.pae[0] = True
+    new.map_pte((child.id, page), 0)
+    child.pt[page] = make_pte(new.pfn, write=True, dirty=True, soft_dirty=True)
+    k.lru.add(new, cpu)
+    k.counters["pages_copied"] += 1
+
+
+# ==================================================================================
+# GUP

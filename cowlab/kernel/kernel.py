@@ -1,0 +1,912 @@
+"""The simulated kernel: address spaces, faults, fork, GUP, swap, LRU, KSM.
+
+:class:`Kernel` owns every piece of simulated state and implements the
+operations a scenario or workload performs. It asks the reuse policy at the
+one decision point (:meth:`Kernel._decide_and_apply`) on every anonymous write
+fault that needs a decision, builds the ground truth for it, and records one
+:class:`~cowlab.kernel.fault.FaultRecord` per write or unshare attempt.
+
+Upstream references (mm/memory.c unless noted) are given per method; the era
+differences come from :class:`~cowlab.kernel.presets.KernelConfig`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cowlab.geometry import (
+    DEFAULT_GEOMETRY,
+    Geometry,
+    GeometryError,
+    make_pte,
+    pte_dirty,
+    pte_mkdirty,
+    pte_mkwrite,
+    pte_mkyoung,
+    pte_pfn,
+    pte_present,
+    pte_soft_dirty,
+    pte_uffd_wp,
+    pte_write,
+    swp_offset,
+)
+from cowlab.kernel.clock import Clock
+from cowlab.kernel.costs import DEVICES, CostModel, DeviceSpec
+from cowlab.kernel.counters import new_counters
+from cowlab.kernel.decision import COPY_REASONS, Decision
+from cowlab.kernel.errors import KernelError
+from cowlab.kernel.fault import FaultRecord, FaultView, OracleFaultView, PolicyError
+from cowlab.kernel.folio import PTE, ZERO_PFN, Folio, LockHolder
+from cowlab.kernel.fork import fork_mm
+from cowlab.kernel.gup import GupHandle, get_user_pages, gup_read, gup_write, put_user_pages
+from cowlab.kernel.ksm import merge_pages
+from cowlab.kernel.lru import Lru
+from cowlab.kernel.mm import MM, PROTS, VMA
+from cowlab.kernel.policy import Policy
+from cowlab.kernel.presets import KernelConfig
+from cowlab.kernel.protect import (
+    change_protection,
+    clear_soft_dirty,
+    uffd_unprotect_pte,
+    userfaultfd_wp,
+)
+from cowlab.kernel.reclaim import madvise_cold, madvise_pageout, reclaim_unmapped_swapcache
+from cowlab.kernel.safety import Truth, judge, page_truth
+from cowlab.kernel.swap import SwapDevice
+from cowlab.kernel.swapin import do_swap_page, finish_swap_path
+
+ADVICES = ("pageout", "cold", "dontneed", "dontfork", "dofork", "collapse", "mergeable")
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The simulated machine: CPUs and the swap device."""
+
+    cpus: int = 2
+    swap: str = "zram"
+    stable_writes: bool = False
+    swap_slots: int = 1 << 20
+
+    def device(self) -> DeviceSpec:
+        """The :class:`DeviceSpec` for :attr:`swap` with :attr:`stable_writes` applied."""
+        base = DEVICES[self.swap]
+        return DeviceSpec(
+            base.kind, base.synchronous, base.read_ns, base.write_ns, self.stable_writes
+        )
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.cpus, int)
+            or isinstance(self.cpus, bool)
+            or not (1 <= self.cpus <= 1024)
+        ):
+            raise KernelError(f"machine.cpus: expected an integer 1..1024, got {self.cpus!r}")
+        if not isinstance(self.swap, str) or self.swap not in DEVICES:
+            raise KernelError(
+                f"machine.swap: unknown swap device {self.swap!r}; known: {', '.join(DEVICES)}"
+            )
+        if (
+            not isinstance(self.swap_slots, int)
+            or isinstance(self.swap_slots, bool)
+            or not 2 <= self.swap_slots <= 1 << 50
+        ):
+            raise KernelError(
+                "machine.swap_slots: expected an integer 2..2^50 (slot 0 is the swap header), "
+                f"got {self.swap_slots!r}"
+            )
+
+
+class Kernel:
+    """All simulated state and the operations on it."""
+
+    def __init__(
+        self,
+        config: KernelConfig,
+        policy: Policy,
+        *,
+        geometry: Geometry = DEFAULT_GEOMETRY,
+        machine: Machine | None = None,
+        costs: CostModel | None = None,
+        seed: int | None = 0,
+        keep_records: bool = True,
+    ) -> None:
+        self.config = config
+        self.geometry = geometry
+        self.machine = machine or Machine()
+        self.costs = costs or CostModel()
+        self.clock = Clock()
+        self.counters = new_counters()
+        self.frames: dict[int, Folio] = {}
+        self._next_pfn = 1  # pfn 0 is the zero page
+        self.mms: dict[int, MM] = {}
+        self._next_mm = 1
+        self.swap = SwapDevice(self.machine.device(), self.machine.swap_slots)
+        self.lru = Lru(
+            self.machine.cpus, config.lru_batch_size, self.release_folio, config.new_anon_active
+        )
+        self.gups: dict[int, GupHandle] = {}
+        self.gup_names: dict[str, list[int]] = {}
+        self.next_gup_id = 1
+        self.write_seq = 0
+        self.keep_records = keep_records
+        self.records: list[FaultRecord] = []
+        self.violations: list[FaultRecord] = []
+        self.policy = policy
+        self._oracle = bool(getattr(policy, "oracle", False))
+        self._decide = policy.decide
+        policy.reset(seed)
+
+    # ==================================================================================
+    # physical memory
+    # ==================================================================================
+    def alloc_folio(self, order: int = 0) -> Folio:
+        nr = 1 << order
+        pfn = (self._next_pfn + nr - 1) & ~(nr - 1)
+        self._next_pfn = pfn + nr
+        folio = Folio(pfn, order)
+        frames = self.frames
+        for i in range(nr):
+            frames[pfn + i] = folio
+        self.counters["pages_allocated"] += nr
+        return folio
+
+    def release_folio(self, folio: Folio) -> None:
+        """__folio_put(): the last reference went away; free the frames."""
+        if folio.freed:
+            return
+        if folio.refcount:
+            raise AssertionError(f"freeing {folio.describe()} with references")
+        self.lru.del_from_list(folio)
+        for i in range(folio.nr_pages):
+            del self.frames[folio.pfn + i]
+        folio.freed = True
+
+    def put_ref(
+        self, folio: Folio, kind: str, owner: object = None, n: int = 1, sub: int = 0
+    ) -> None:
+        folio.put(kind, owner, n, sub)
+        if folio.refcount == 0:
+            self.release_folio(folio)
+
+    def folio_of(self, pfn: int) -> Folio:
+        """The folio containing ``pfn``."""
+        return self.frames[pfn]
+
+    # ==================================================================================
+    # locks, LRU drains, swap freeing (also the policy primitives)
+    # ==================================================================================
+    def lock_folio(self, folio: Folio, reason: str, release_at: int | None = None) -> None:
+        """Take the page lock (the caller checked it is free)."""
+        folio.lock = LockHolder(reason, release_at)
+
+    def unlock_folio(self, folio: Folio) -> None:
+        """folio_unlock()."""
+        folio.lock = None
+
+    def wait_for_unlock(self, folio: Folio) -> int:
+        """Sleep until ``folio`` is unlocked; returns the simulated ns waited."""
+        if folio.lock is None:
+            return 0
+        start = self.clock.now
+        holder = folio.lock
+        if not self.clock.run_while(lambda: folio.lock is not None):
+            raise KernelError(
+                f"deadlock: folio pfn {folio.pfn:#x} is locked ({holder.reason}) and nothing "
+                "will ever release it"
+            )
+        return self.clock.now - start
+
+    def lru_add_drain(self, cpu: int) -> int:
+        """lru_add_drain() on ``cpu``; returns its cost in ns."""
+        self.lru.drain_cpu(cpu)
+        self.counters["lru_add_drain"] += 1
+        return self.costs.lru_drain_ns
+
+    def lru_add_drain_all(self) -> int:
+        """lru_add_drain_all(); returns its cost in ns."""
+        self.lru.drain_all()
+        self.counters["lru_add_drain_all"] += 1
+        return self.costs.lru_drain_all_ns
+
+    def try_to_free_swap(self, folio: Folio) -> tuple[bool, int]:
+        """try_to_free_swap() (mm/swapfile.c): (freed, cost). Caller holds the lock.
+
+        Fails while the folio is under writeback or any swap PTE still refers to it.
+        """
+        if folio.swap_entry is None:
+            return False, 0
+        if folio.writeback or self.swap.swapped(folio):
+            return False, self.costs.lock_ns
+        self.swap.delete_from_cache(folio)
+        folio.dirty = True
+        return True, self.costs.free_swap_ns
+
+    def swapcount_of(self, folio: Folio, index: int) -> int:
+        """Swap PTEs referring to page ``index`` of ``folio`` (0 outside the swapcache)."""
+        if folio.swap_entry is None:
+            return 0
+        return self.swap.count(folio.swap_entry[1] + index)
+
+    def maybe_mapped_shared(self, folio: Folio) -> bool | None:
+        """folio_maybe_mapped_shared() where the era has it (v6.15), else None."""
+        if not self.config.folio_mm_ids:
+            return None
+        mms = {owner[0] for owner, _sub, _n in folio.holders(PTE)}
+        return len(mms) > 1
+
+    # ==================================================================================
+    # address spaces
+    # ==================================================================================
+    def create_mm(self, name: str) -> MM:
+        """A new, empty address space."""
+        mm = MM(self._next_mm, name)
+        self._next_mm += 1
+        self.mms[mm.id] = mm
+        return mm
+
+    def check_cpu(self, cpu: int) -> None:
+        """Raise KernelError unless ``cpu`` exists."""
+        if not 0 <= cpu < self.machine.cpus:
+            raise KernelError(f"cpu {cpu} does not exist (machine has {self.machine.cpus} CPUs)")
+
+    def check_range(self, page: int, pages: int) -> None:
+        try:
+            self.geometry.check_range(page, pages)
+        except GeometryError as exc:
+            raise KernelError(str(exc)) from None
+
+    def mmap(
+        self,
+        mm: MM,
+        page: int,
+        pages: int,
+        *,
+        prot: str = "rw",
+        thp: str = "none",
+        populate: bool = False,
+        cpu: int = 0,
+    ) -> VMA:
+        """mmap(MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED_NOREPLACE) of ``pages`` at ``page``."""
+        self.check_range(page, pages)
+        self.check_cpu(cpu)
+        if prot not in PROTS:
+            raise KernelError(f"unknown protection {prot!r} (expected one of {', '.join(PROTS)})")
+        if thp != "none":
+            raise KernelError(
+                f"thp: {thp} is not supported yet: large folios (THP, mTHP) are not modelled "
+                "in this version; use thp: none"
+            )
+        if mm.overlaps(page, page + pages):
+            raise KernelError(f"mm {mm.name}: pages {page}..{page + pages - 1} overlap a mapping")
+        vma = VMA(page, page + pages, prot, thp)
+        mm.insert_vma(vma)
+        if populate and prot != "none":
+            # populate_vma_page_range(): FOLL_WRITE for a writable private mapping.
+            for p in range(page, page + pages):
+                self.handle_fault(mm, vma, p, cpu, write=prot == "rw", record=False)
+        return vma
+
+    def munmap(self, mm: MM, page: int, pages: int) -> None:
+        """munmap(): zap and remove ``[page, page+pages)`` (holes are fine, as in Linux)."""
+        self.check_range(page, pages)
+        end = page + pages
+        for vma in mm.split_range(page, end):
+            self.zap_range(mm, vma.start, vma.end)
+            mm.vmas.remove(vma)
+
+    def exit_mm(self, mm: MM) -> None:
+        """exit_mmap(): zap every mapping. GUP references taken by the mm stay until put."""
+        for vma in list(mm.vmas):
+            self.zap_range(mm, vma.start, vma.end)
+        mm.vmas.clear()
+        mm.alive = False
+        mm.cpus.clear()
+
+    def zap_range(self, mm: MM, start: int, end: int) -> None:
+        """zap_pte_range(): drop present PTEs (freeing the swapcache of unmapped folios) and
+        swap PTEs (free_swap_and_cache)."""
+        pt = mm.pt
+        flush = False
+        if end - start <= len(pt):
+            pages: Iterable[int] = [p for p in range(start, end) if p in pt]
+        else:
+            pages = sorted(p for p in pt if start <= p < end)
+        for p in pages:
+            pte = pt.pop(p)
+            if pte & 1:
+                pfn = pte_pfn(pte)
+                if pfn == ZERO_PFN:
+                    continue
+                folio = self.frames[pfn]
+                sub = pfn - folio.pfn
+                if pte_dirty(pte):
+                    folio.dirty = True
+                folio.unmap_pte((mm.id, p), sub)
+                flush = True
+                # free_pages_and_swap_cache() -> free_swap_cache(): an unmapped folio
+                # leaves the swapcache if it can be locked and freed.
+                if (
+                    folio.swap_entry is not None
+                    and folio.lock is None
+                    and folio.large_mapcount == 0
+                ):
+                    self.try_to_free_swap(folio)
+                if folio.refcount == 0:
+                    self.release_folio(folio)
+            else:
+                self.free_swap_and_cache(swp_offset(pte), mm.id)
+        if flush:
+            self.flush_tlb(mm, None)
+
+    def free_swap_and_cache(self, offset: int, mm_id: int) -> None:
+        """free_swap_and_cache() (mm/swapfile.c): drop one swap PTE's reference; when none
+        is left, try to reclaim the swapcache folio (trylock, not under writeback)."""
+        if self.swap.free_entry(offset, mm_id) == 0:
+            folio = self.swap.cache.get(offset)
+            if folio is not None and folio.lock is None and folio.large_mapcount == 0:
+                self.try_to_free_swap(folio)
+                if folio.refcount == 0:
+                    self.release_folio(folio)
+
+    def flush_tlb(self, mm: MM, cpu: int | None) -> int:
+        """Flush ``mm``'s TLB; a flush that must reach other CPUs is a remote shootdown.
+
+        ``cpu`` is the CPU doing the flush; None for operations that name no CPU
+        (munmap, mprotect, ...), which count as remote only when the mm has run on more
+        than one CPU.
+        """
+        others = len(mm.cpus) - (1 if cpu in mm.cpus or (cpu is None and mm.cpus) else 0)
+        if others > 0:
+            self.counters["nr_tlb_remote_flush"] += 1
+            return self.costs.tlb_remote_ns
+        return 0
+
+    def vma_or_error(self, mm: MM, page: int) -> VMA:
+        vma = mm.find_vma(page)
+        if vma is None:
+            self.check_range(page, 1)
+            raise KernelError(f"mm {mm.name}: page {page} is not inside any mapping")
+        return vma
+
+    # ==================================================================================
+    # faults
+    # ==================================================================================
+    def read(self, mm: MM, page: int, cpu: int = 0) -> object:
+        """A load from ``page``; returns the page's content token (0 for the zero page)."""
+        vma = self.vma_or_error(mm, page)
+        if not vma.readable:
+            raise KernelError(f"mm {mm.name}: read of page {page} in a PROT_NONE mapping (SIGSEGV)")
+        self.check_cpu(cpu)
+        mm.cpus.add(cpu)
+        pte = mm.pt.get(page, 0)
+        if not pte & 1:
+            self.handle_fault(mm, vma, page, cpu, write=False, record=False)
+            pte = mm.pt[page]
+        elif not pte & 0x20:
+            mm.pt[page] = pte_mkyoung(pte)
+        pfn = pte_pfn(pte)
+        if pfn == ZERO_PFN:
+            return 0
+        folio = self.frames[pfn]
+        return folio.data[pfn - folio.pfn]
+
+    def write(self, mm: MM, page: int, cpu: int = 0, data: object = None) -> FaultRecord:
+        """A store to ``page``; returns the write attempt's record.
+
+        The page's content becomes ``data``, or a fresh unique token when None (so two
+        pages hold equal content only when written with the same ``data``, or copied).
+        """
+        vma = self.vma_or_error(mm, page)
+        if not vma.writable:
+            raise KernelError(
+                f"mm {mm.name}: write to page {page} in a PROT_{vma.prot.upper()} mapping (SIGSEGV)"
+            )
+        self.check_cpu(cpu)
+        mm.cpus.add(cpu)
+        pte = mm.pt.get(page, 0)
+        if (pte & 3) == 3:  # present and writable: no fault
+            if not pte & 0x40:
+                mm.pt[page] = pte_mkdirty(pte)
+            hit = FaultRecord(mm.name, page, cpu, "none", "none", time_ns=self.clock.now)
+            self._store(mm, page, data)
+            if self.keep_records:
+                self.records.append(hit)
+            return hit
+        rec = self.handle_fault(mm, vma, page, cpu, write=True, record=True)
+        assert rec is not None
+        self._store(mm, page, data)
+        return rec
+
+    def _store(self, mm: MM, page: int, data: object) -> None:
+        """The write lands in whatever page the PTE now maps."""
+        if data is None:
+            self.write_seq += 1
+            data = ("w", self.write_seq)
+        pfn = pte_pfn(mm.pt[page])
+        folio = self.frames[pfn]
+        folio.data[pfn - folio.pfn] = data
+
+    def handle_fault(
+        self,
+        mm: MM,
+        vma: VMA,
+        page: int,
+        cpu: int,
+        *,
+        write: bool,
+        record: bool,
+        unshare: bool = False,
+    ) -> FaultRecord | None:
+        """handle_pte_fault(): dispatch on the PTE and account the fault."""
+        self.counters["pgfault"] += 1
+        start = self.clock.now
+        pte = mm.pt.get(page, 0)
+        if pte == 0:
+            rec = self._do_anonymous_page(mm, vma, page, cpu, write)
+        elif not pte & 1:
+            rec = do_swap_page(self, mm, vma, page, pte, cpu, write)
+        elif write or unshare:
+            rec = self.wp_fault(mm, vma, page, pte, cpu, unshare=unshare)
+        else:
+            mm.pt[page] = pte_mkyoung(pte)
+            rec = None
+        if rec is not None:
+            rec.time_ns = start
+            self._finish(rec, record)
+        return rec
+
+    def wp_fault(
+        self,
+        mm: MM,
+        vma: VMA,
+        page: int,
+        pte: int,
+        cpu: int,
+        *,
+        unshare: bool = False,
+        fault_kind: str = "wp",
+        extra_ns: int = 0,
+    ) -> FaultRecord:
+        """A write (or unshare) fault on a present read-only PTE: userfaultfd first, then
+        do_wp_page()."""
+        if pte_uffd_wp(pte) and vma.uffd_wp and not unshare:
+            # handle_userfault(): the monitor saves the page and resolves the
+            # write-protection (UFFDIO_WRITEPROTECT mode 0); the write retries.
+            uffd_unprotect_pte(self, mm, vma, page)
+            pte = mm.pt[page]
+            extra_ns += self.costs.fault_ns
+            if pte_write(pte):
+                return FaultRecord(mm.name, page, cpu, "none", "none", latency_ns=extra_ns)
+        return self.do_wp_page(
+            mm,
+            vma,
+            page,
+            pte,
+            cpu,
+            unshare=unshare,
+            fault_kind="unshare" if unshare else fault_kind,
+            extra_ns=extra_ns,
+        )
+
+    def _finish(self, rec: FaultRecord, record: bool) -> None:
+        self.clock.run_until(max(self.clock.now, rec.time_ns + rec.latency_ns))
+        if record and self.keep_records:
+            self.records.append(rec)
+        if rec.violation is not None:
+            self.violations.append(rec)
+
+    def _new_anon_pte(self, folio: Folio, vma: VMA, *, write: bool) -> int:
+        return make_pte(folio.pfn, write=write and vma.writable, dirty=write, soft_dirty=True)
+
+    def _do_anonymous_page(
+        self, mm: MM, vma: VMA, page: int, cpu: int, write: bool
+    ) -> FaultRecord | None:
+        """do_anonymous_page(): the zero page on a read, a new exclusive page on a write."""
+        if not write:
+            mm.pt[page] = make_pte(ZERO_PFN, write=False)
+            self.let_time_pass(self.clock.now + self.costs.fault_ns)
+            return None
+        folio = self.alloc_folio(0)
+        folio.data[0] = 0
+        if self.config.anon_exclusive:
+            folio.pae[0] = True
+        folio.map_pte((mm.id, page), 0)
+        folio.dirty = True
+        mm.pt[page] = self._new_anon_pte(folio, vma, write=True)
+        self.lru.add(folio, cpu)
+        cost = self.costs.fault_ns + self.costs.alloc_ns + self.costs.zero_4k_ns
+        return FaultRecord(
+            mm.name, page, cpu, "anon", "none", latency_ns=cost, time_ns=self.clock.now
+        )
+
+    def let_time_pass(self, until_ns: int) -> None:
+        """A fault that produces no write attempt: its time passes until ``until_ns``."""
+        self.clock.run_until(until_ns)
+
+    # -- do_swap_page ------------------------------------------------------------------
+
+    def do_wp_page(
+        self,
+        mm: MM,
+        vma: VMA,
+        page: int,
+        pte: int,
+        cpu: int,
+        *,
+        unshare: bool = False,
+        fault_kind: str = "wp",
+        extra_ns: int = 0,
+    ) -> FaultRecord:
+        """do_wp_page(): copy from the zero page, or ask the policy about an anon folio."""
+        pfn = pte_pfn(pte)
+        if pfn == ZERO_PFN:
+            # wp_page_copy() from the shared zero page: no reuse is possible.
+            latency = extra_ns + self._copy_page(mm, vma, page, None, cpu, unshare=unshare)
+            return FaultRecord(
+                mm.name,
+                page,
+                cpu,
+                "anon",
+                "none",
+                reason="zero_page",
+                latency_ns=latency,
+                time_ns=self.clock.now,
+            )
+        folio = self.frames[pfn]
+        index = pfn - folio.pfn
+        if unshare and (not self.config.anon_exclusive or folio.pae[index]):
+            # Nothing to unshare: the page is already exclusive.
+            return FaultRecord(
+                mm.name,
+                page,
+                cpu,
+                "unshare",
+                "none",
+                exclusive=True,
+                latency_ns=extra_ns + self.costs.fault_ns,
+                time_ns=self.clock.now,
+            )
+        return self.decide_and_apply(
+            mm,
+            vma,
+            page,
+            folio,
+            index,
+            cpu,
+            path="wp",
+            pte=pte,
+            unshare=unshare,
+            fault_kind=fault_kind,
+            extra_ns=extra_ns,
+        )
+
+    def decide_and_apply(
+        self,
+        mm: MM,
+        vma: VMA,
+        page: int,
+        folio: Folio,
+        index: int,
+        cpu: int,
+        *,
+        path: str,
+        pte: int,
+        unshare: bool = False,
+        fault_kind: str | None = None,
+        swap_offset: int = 0,
+        extra_ns: int = 0,
+    ) -> FaultRecord:
+        """The one place that asks the policy and applies REUSE or COPY."""
+        view = (OracleFaultView if self._oracle else FaultView)(
+            self, folio, index, mm, vma, page, cpu, path, unshare
+        )
+        on_swap_path = path == "swap"
+        if on_swap_path:
+            view.locked_by_policy = True  # do_swap_page holds the folio lock
+        truth = page_truth(
+            folio,
+            index,
+            mm.id,
+            page,
+            cpu,
+            self.gups,
+            self.swap,
+            mapped_by_writer=0 if on_swap_path else 1,
+        )
+        if self._oracle:
+            view.truth = truth  # type: ignore[attr-defined]
+        try:
+            decision = self._decide(view)
+        except PolicyError as exc:
+            raise PolicyError(self._policy_context(mm, page) + f": {exc}") from exc
+        except Exception as exc:
+            raise PolicyError(
+                self._policy_context(mm, page) + f" raised {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(decision, Decision):
+            raise PolicyError(
+                self._policy_context(mm, page)
+                + f" returned {decision!r}, not a Decision (Decision.REUSE or Decision.COPY)"
+            )
+        reuse = decision.kind == "reuse"
+        latency = extra_ns + self.costs.decide_ns + view.latency_ns
+        if not on_swap_path:
+            latency += self.costs.fault_ns
+        counters = self.counters
+        if on_swap_path:
+            latency += finish_swap_path(
+                self, mm, vma, page, folio, index, pte, swap_offset, reuse, view.locked_by_policy
+            )
+            if not reuse:
+                # Mapped read-only: the write continues into do_wp_page().
+                return self.do_wp_page(
+                    mm, vma, page, mm.pt[page], cpu, fault_kind="swap", extra_ns=latency
+                )
+            counters["swapin_reuse"] += 1
+        else:
+            if view.locked_by_policy:
+                self.unlock_folio(folio)
+            if reuse:
+                self._reuse_page(mm, vma, page, folio, index, unshare)
+                counters["pgreuse"] += 1
+                counters["anon_wp_reuse"] += 1
+            else:
+                latency += self._copy_page(mm, vma, page, folio, cpu, unshare=unshare)
+                reason = decision.reason
+                counters["anon_wp_copy_" + (reason if reason in COPY_REASONS else "policy")] += 1
+        violation = judge(truth, reuse)
+        return FaultRecord(
+            mm.name,
+            page,
+            cpu,
+            fault_kind or path,
+            "reuse" if reuse else "copy",
+            reason=decision.reason,
+            violation=violation,
+            exclusive=truth.exclusive,
+            blockers=() if reuse or not truth.exclusive else truth.blockers,
+            latency_ns=latency,
+            time_ns=self.clock.now,
+        )
+
+    def _policy_context(self, mm: MM, page: int) -> str:
+        name = getattr(self.policy, "name", type(self.policy).__name__)
+        return (
+            f"policy '{name}' at the write fault of mm {mm.name} page {page} "
+            f"(t={self.clock.now} ns)"
+        )
+
+    def _reuse_page(
+        self, mm: MM, vma: VMA, page: int, folio: Folio, index: int, unshare: bool
+    ) -> None:
+        """wp_page_reuse(): make the PTE writable in place (or, for unshare, only mark
+        the page exclusive). v5.19+ page_move_anon_rmap() sets PageAnonExclusive."""
+        if self.config.anon_exclusive:
+            folio.pae[index] = True
+        if folio.ksm:
+            # reuse_ksm_page() (up to v5.8): the page leaves the stable tree.
+            folio.ksm = False
+        if unshare:
+            return
+        pte = mm.pt[page]
+        mm.pt[page] = pte_mkyoung(pte_mkdirty(pte_mkwrite(pte)))
+        folio.dirty = True
+
+    def _copy_page(
+        self, mm: MM, vma: VMA, page: int, old: Folio | None, cpu: int, *, unshare: bool = False
+    ) -> int:
+        """wp_page_copy(): allocate, copy, map the copy (exclusive), drop the old mapping;
+        the old PTE is cleared and flushed (remotely if the mm runs on other CPUs)."""
+        costs = self.costs
+        new = self.alloc_folio(0)
+        old_pte = mm.pt[page]
+        if old is None:
+            new.data[0] = 0
+            cost = costs.fault_ns + costs.alloc_ns + costs.zero_4k_ns + costs.rmap_ns
+        else:
+            sub = pte_pfn(old_pte) - old.pfn
+            new.data[0] = old.data[sub]
+            cost = costs.alloc_ns + costs.copy_4k_ns + costs.rmap_ns
+            self.counters["pages_copied"] += 1
+            if old.ksm:
+                self.counters["cow_ksm"] += 1
+        if self.config.anon_exclusive:
+            new.pae[0] = True
+        new.map_pte((mm.id, page), 0)
+        if unshare:
+            pte = make_pte(
+                new.pfn,
+                write=False,
+                dirty=False,
+                soft_dirty=pte_soft_dirty(old_pte),
+                uffd_wp=pte_uffd_wp(old_pte),
+            )
+        else:
+            pte = make_pte(new.pfn, write=True, dirty=True, soft_dirty=True)
+        mm.pt[page] = pte
+        self.lru.add(new, cpu)
+        if old is not None:
+            self.put_mapping(old, mm.id, page, pte_pfn(old_pte) - old.pfn)
+        cost += self.flush_tlb(mm, cpu)
+        return cost
+
+    def put_mapping(self, folio: Folio, mm_id: int, page: int, sub: int) -> None:
+        folio.unmap_pte((mm_id, page), sub)
+        if folio.refcount == 0:
+            self.release_folio(folio)
+
+    # ==================================================================================
+    # fork
+    # ==================================================================================
+
+    # ==================================================================================
+
+    # ==================================================================================
+    # madvise, mprotect, soft-dirty, userfaultfd
+    # ==================================================================================
+    def madvise(self, mm: MM, page: int, pages: int, advice: str, cpu: int = 0) -> None:
+        """madvise() on ``[page, page+pages)``."""
+        self.check_range(page, pages)
+        self.check_cpu(cpu)
+        end = page + pages
+        if advice not in ADVICES:
+            raise KernelError(f"unknown advice {advice!r} (expected one of {', '.join(ADVICES)})")
+        if not mm.covered(page, end):
+            raise KernelError(
+                f"mm {mm.name}: madvise of pages {page}..{end - 1}: part of the "
+                "range is not mapped (ENOMEM)"
+            )
+        if advice == "pageout":
+            madvise_pageout(self, mm, page, end, cpu)
+        elif advice == "cold":
+            madvise_cold(self, mm, page, end, cpu)
+        elif advice == "dontneed":
+            self.zap_range(mm, page, end)
+        elif advice in ("dontfork", "dofork"):
+            for vma in mm.split_range(page, end):
+                vma.dontfork = advice == "dontfork"
+        elif advice == "mergeable":
+            for vma in mm.split_range(page, end):
+                vma.mergeable = True
+        else:
+            raise KernelError(
+                "madvise collapse is not supported yet: large folios (THP) are "
+                "not modelled in this version"
+            )
+
+    # ==================================================================================
+
+    # ==================================================================================
+    # operations implemented in their own modules
+    # ==================================================================================
+    def fork(self, parent: MM, child_name: str, cpu: int = 0) -> MM:
+        """fork(): a new mm sharing (or, per era, copying) the parent's pages."""
+        return fork_mm(self, parent, child_name, cpu)
+
+    def gup(
+        self,
+        mm: MM,
+        page: int,
+        pages: int,
+        *,
+        pin: bool,
+        write: bool,
+        longterm: bool = False,
+        fast: bool = False,
+        name: str,
+        cpu: int = 0,
+    ) -> list[FaultRecord]:
+        """Take a GUP reference (``pin=False``) or pin on each page, faulting in as the era
+        requires; returns the fault records of those faults."""
+        return get_user_pages(
+            self,
+            mm,
+            page,
+            pages,
+            pin=pin,
+            write=write,
+            longterm=longterm,
+            fast=fast,
+            name=name,
+            cpu=cpu,
+        )
+
+    def put(self, name: str) -> None:
+        """Drop every reference or pin taken by the GUP request ``name``."""
+        put_user_pages(self, name)
+
+    def gup_read(self, name: str) -> list[object]:
+        """What the holder of GUP reference ``name`` reads through it."""
+        return gup_read(self, name)
+
+    def gup_write(self, name: str) -> None:
+        """A device writes new data through R/W pin ``name`` (DMA)."""
+        gup_write(self, name)
+
+    def ksm_merge(self, pages: list[tuple[MM, int]]) -> int:
+        """Merge pages of equal content into one KSM page; returns how many map it."""
+        return merge_pages(self, pages)
+
+    def mprotect(self, mm: MM, page: int, pages: int, prot: str) -> None:
+        """mprotect() of ``[page, page+pages)`` to ``prot`` (none, r, rw)."""
+        change_protection(self, mm, page, pages, prot)
+
+    def clear_softdirty(self, mm: MM) -> None:
+        """echo 4 > /proc/pid/clear_refs."""
+        clear_soft_dirty(self, mm)
+
+    def uffd_wp(self, mm: MM, page: int, pages: int, enable: bool) -> None:
+        """userfaultfd write-protection of ``[page, page+pages)`` on or off."""
+        userfaultfd_wp(self, mm, page, pages, enable)
+
+    def reclaim_unmapped_swapcache(self) -> int:
+        """Free clean swapcache folios nothing refers to any more (what reclaim would do)."""
+        return reclaim_unmapped_swapcache(self)
+
+    # ==================================================================================
+    # time
+    # ==================================================================================
+    def io_complete(self) -> None:
+        """Finish all pending I/O (runs every queued event)."""
+        self.clock.run_all()
+
+    def advance(self, ns: int) -> None:
+        """Let ``ns`` of simulated time pass; I/O due by then completes."""
+        self.clock.run_until(self.clock.now + ns)
+
+    # ==================================================================================
+    # invariants (used by tests and ``--check``)
+    # ==================================================================================
+    def check_invariants(self, *, safe_run: bool = False) -> list[str]:
+        """Every structural invariant; with ``safe_run`` also the PAE invariants, which
+        only hold while no violation has happened."""
+        problems: list[str] = []
+        seen: set[int] = set()
+        mapped_by: dict[tuple[int, int], set[int]] = {}
+        for folio in self.frames.values():
+            if id(folio) in seen:
+                continue
+            seen.add(id(folio))
+            problems += [f"{folio.describe()}: {p}" for p in folio.check_ledger()]
+            if folio.refcount <= 0:
+                problems.append(f"{folio.describe()}: live folio without references")
+        for mm in self.mms.values():
+            for p, pte in mm.pt.items():
+                if not pte_present(pte):
+                    off = swp_offset(pte)
+                    if self.swap.owners.get(off, {}).get(mm.id, 0) <= 0:
+                        problems.append(f"mm {mm.name} page {p}: swap PTE without swap count")
+                    continue
+                pfn = pte_pfn(pte)
+                if pfn == ZERO_PFN:
+                    continue
+                mapped = self.frames.get(pfn)
+                if mapped is None:
+                    problems.append(f"mm {mm.name} page {p}: maps freed pfn {pfn:#x}")
+                    continue
+                folio = mapped
+                sub = pfn - folio.pfn
+                if folio.ledger.get((PTE, (mm.id, p), sub), 0) != 1:
+                    problems.append(f"mm {mm.name} page {p}: mapping missing from the ledger")
+                mapped_by.setdefault((folio.pfn, sub), set()).add(mm.id)
+                if (
+                    self.config.anon_exclusive
+                    and safe_run
+                    and pte_write(pte)
+                    and not (folio.pae[sub])
+                ):
+                    problems.append(f"mm {mm.name} page {p}: writable anon PTE without PAE")
+        if self.config.anon_exclusive and safe_run:
+            for (pfn, sub), mms in mapped_by.items():
+                if len(mms) > 1 and self.frames[pfn].pae[sub]:
+                    problems.append(f"pfn {pfn + sub:#x}: PAE page mapped by mms {sorted(mms)}")
+        return problems
+
+    def ground_truth(self, mm: MM, page: int, cpu: int = 0) -> Truth | None:
+        """The ground truth for a write to ``page`` now (None if not present)."""
+        pte = mm.pt.get(page, 0)
+        if not pte & 1 or pte_pfn(pte) == ZERO_PFN:
+            return None
+        folio = self.frames[pte_pfn(pte)]
+        return page_truth(folio, pte_pfn(pte) - folio.pfn, mm.id, page, cpu, self.gups, self.swap)

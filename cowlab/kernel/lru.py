@@ -1,0 +1,103 @@
+"""The LRU: active and inactive lists and the per-CPU folio batches.
+
+Models mm/swap.c: a folio added to the LRU first waits in the adding CPU's
+``lru_add`` batch, holding a reference with PG_lru clear, until the batch
+fills (15 entries, 31 from v6.9) or is drained. ``lru_add_drain()`` empties
+only the local CPU's batches; ``lru_add_drain_all()`` every CPU's. Other batches
+(``deactivate`` for MADV_COLD, ``move_tail`` when writeback of a reclaimed
+folio ends) hold references the same way. Large folios never wait in a batch
+(they drain it at once), as ``folio_batch_add_and_move()`` does for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cowlab.kernel.folio import LRU_BATCH, Folio
+
+BATCH_NAMES = ("lru_add", "deactivate", "move_tail")
+
+
+class Lru:
+    """LRU lists plus per-CPU batches; ``release`` is called when a batch drops a last ref."""
+
+    __slots__ = ("active", "batch_size", "batches", "inactive", "new_anon_active", "release")
+
+    def __init__(
+        self,
+        nr_cpus: int,
+        batch_size: int,
+        release: Callable[[Folio], None],
+        new_anon_active: bool = False,
+    ) -> None:
+        self.batch_size = batch_size
+        self.new_anon_active = new_anon_active
+        self.active: dict[int, Folio] = {}
+        self.inactive: dict[int, Folio] = {}
+        self.batches: list[dict[str, list[Folio]]] = [
+            {name: [] for name in BATCH_NAMES} for _ in range(nr_cpus)
+        ]
+        self.release = release
+
+    # -- lists ---------------------------------------------------------------------------
+    def _list(self, name: str) -> dict[int, Folio]:
+        return self.active if name == "active" else self.inactive
+
+    def add_to_list(self, folio: Folio, name: str) -> None:
+        """Put a folio on a list and set PG_lru."""
+        if folio.lru:
+            self.del_from_list(folio)
+        self._list(name)[folio.pfn] = folio
+        folio.lru = True
+        folio.lru_list = name
+
+    def del_from_list(self, folio: Folio) -> None:
+        """Take a folio off its list and clear PG_lru (isolation, or freeing)."""
+        if folio.lru and folio.lru_list is not None:
+            self._list(folio.lru_list).pop(folio.pfn, None)
+        folio.lru = False
+        folio.lru_list = None
+
+    # -- batches -------------------------------------------------------------------------
+    def add(self, folio: Folio, cpu: int, batch: str = "lru_add") -> None:
+        """Queue ``folio`` in ``cpu``'s batch with a reference; drain when full."""
+        folio.get(LRU_BATCH, (cpu, batch))
+        queue = self.batches[cpu][batch]
+        queue.append(folio)
+        if folio.order or len(queue) >= self.batch_size:
+            self.drain_batch(cpu, batch)
+
+    def drain_batch(self, cpu: int, batch: str) -> None:
+        """folio_batch_move_lru(): move every queued folio and drop the batch's references."""
+        queue = self.batches[cpu][batch]
+        if not queue:
+            return
+        self.batches[cpu][batch] = []
+        for folio in queue:
+            if not folio.freed and folio.refcount > 1:
+                if batch == "lru_add":
+                    self.add_to_list(folio, "active" if self.new_anon_active else "inactive")
+                elif batch == "deactivate" and folio.lru:
+                    self.add_to_list(folio, "inactive")
+                elif batch == "move_tail" and folio.lru:
+                    self.inactive.pop(folio.pfn, None)
+                    self.inactive[folio.pfn] = folio
+            folio.put(LRU_BATCH, (cpu, batch))
+            if folio.refcount == 0:
+                self.release(folio)
+
+    def drain_cpu(self, cpu: int) -> int:
+        """lru_add_drain() on ``cpu``; returns the number of folios moved."""
+        moved = 0
+        for name in BATCH_NAMES:
+            moved += len(self.batches[cpu][name])
+            self.drain_batch(cpu, name)
+        return moved
+
+    def drain_all(self) -> int:
+        """lru_add_drain_all(): every CPU's batches."""
+        return sum(self.drain_cpu(cpu) for cpu in range(len(self.batches)))
+
+    def batch_refs(self, folio: Folio) -> list[tuple[int, str]]:
+        """(cpu, batch) pairs holding a reference on ``folio`` (from its ledger)."""
+        return [owner for owner, _sub, _n in folio.holders(LRU_BATCH)]

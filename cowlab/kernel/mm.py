@@ -1,0 +1,135 @@
+"""Address spaces: VMAs and page tables.
+
+An :class:`MM` holds sorted, non-overlapping private anonymous VMAs and one flat
+page table mapping a virtual page number to a 64-bit x86 PTE value
+(``cowlab.geometry`` encodes present and swap PTEs with the real bit positions).
+The physical page a present PTE maps is found through its PFN.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+PROTS = ("none", "r", "rw")
+THP_MODES = ("none", "pmd")  # mTHP orders are spelled "mthp-<order>"
+
+
+@dataclass
+class VMA:
+    """A private anonymous mapping ``[start, end)`` in pages.
+
+    Flags follow the kernel's: ``dontfork`` (VM_DONTCOPY), ``mergeable``
+    (VM_MERGEABLE), ``uffd_wp`` (registered with UFFDIO_REGISTER_MODE_WP),
+    ``softdirty`` (VM_SOFTDIRTY: set means soft-dirty tracking is *not* active,
+    cleared by writing 4 to /proc/pid/clear_refs).
+    """
+
+    start: int
+    end: int
+    prot: str = "rw"
+    thp: str = "none"
+    dontfork: bool = False
+    mergeable: bool = False
+    uffd_wp: bool = False
+    softdirty: bool = True
+
+    @property
+    def pages(self) -> int:
+        """Length in pages."""
+        return self.end - self.start
+
+    @property
+    def writable(self) -> bool:
+        """VM_WRITE."""
+        return self.prot == "rw"
+
+    @property
+    def readable(self) -> bool:
+        """VM_READ."""
+        return self.prot != "none"
+
+    @property
+    def softdirty_tracking(self) -> bool:
+        """vma_soft_dirty_enabled(): tracking is on once VM_SOFTDIRTY was cleared."""
+        return not self.softdirty
+
+    def split_copy(self, start: int, end: int) -> VMA:
+        """A VMA with the same flags over ``[start, end)``."""
+        return VMA(
+            start,
+            end,
+            self.prot,
+            self.thp,
+            self.dontfork,
+            self.mergeable,
+            self.uffd_wp,
+            self.softdirty,
+        )
+
+
+def _vma_start(vma: VMA) -> int:
+    return vma.start
+
+
+@dataclass
+class MM:
+    """One process's address space."""
+
+    id: int
+    name: str
+    vmas: list[VMA] = field(default_factory=list)
+    #: virtual page number -> PTE value (present or swap); absent means pte_none.
+    pt: dict[int, int] = field(default_factory=dict)
+    #: MMF_HAS_PINNED (v5.9: mm->has_pinned): set by the first FOLL_PIN, never cleared.
+    has_pinned: bool = False
+    #: CPUs this mm has run on (mm_cpumask): targets of remote TLB flushes.
+    cpus: set[int] = field(default_factory=set)
+    alive: bool = True
+
+    def find_vma(self, page: int) -> VMA | None:
+        """The VMA containing ``page``, or None."""
+        vmas = self.vmas
+        i = bisect.bisect_right(vmas, page, key=_vma_start) - 1
+        if i >= 0 and page < vmas[i].end:
+            return vmas[i]
+        return None
+
+    def overlaps(self, start: int, end: int) -> bool:
+        """True if any VMA intersects ``[start, end)``."""
+        return any(v.start < end and start < v.end for v in self.vmas)
+
+    def insert_vma(self, vma: VMA) -> None:
+        """Insert keeping the list sorted by start."""
+        bisect.insort(self.vmas, vma, key=_vma_start)
+
+    def split_range(self, start: int, end: int) -> list[VMA]:
+        """Split VMAs at ``start`` and ``end``; return the VMAs inside ``[start, end)``."""
+        out: list[VMA] = []
+        new: list[VMA] = []
+        for v in self.vmas:
+            if v.end <= start or v.start >= end:
+                new.append(v)
+                continue
+            if v.start < start:
+                new.append(v.split_copy(v.start, start))
+            mid = v.split_copy(max(v.start, start), min(v.end, end))
+            new.append(mid)
+            out.append(mid)
+            if v.end > end:
+                new.append(v.split_copy(end, v.end))
+        self.vmas = new
+        return out
+
+    def covered(self, start: int, end: int) -> bool:
+        """True if ``[start, end)`` is entirely inside VMAs (no holes)."""
+        pos = start
+        for v in self.vmas:
+            if v.end <= pos:
+                continue
+            if v.start > pos:
+                return False
+            pos = v.end
+            if pos >= end:
+                return True
+        return pos >= end

@@ -1,0 +1,174 @@
+"""Reclaim of anonymous folios: MADV_PAGEOUT, MADV_COLD and shrink_folio_list().
+
+Swap-out isolates the folio (a reference, PG_lru clear), locks it, adds it to the
+swapcache, unmaps every PTE to a swap PTE (try_to_unmap; v5.19+ moving
+PageAnonExclusive into the swap PTE's exclusive bit, 1493a1913e34) and starts
+writeback. A synchronous device completes at once and the folio is freed; an
+asynchronous one leaves it in the swapcache under writeback, back on the LRU
+through the local batch (folio_putback_lru()).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cowlab.geometry import (
+    make_swap_pte,
+    pte_dirty,
+    pte_mkold,
+    pte_pfn,
+    pte_soft_dirty,
+    pte_uffd_wp,
+)
+from cowlab.kernel.folio import ISOLATED, PTE, ZERO_PFN, Folio
+from cowlab.kernel.mm import MM
+from cowlab.kernel.swap import SwapFullError
+
+if TYPE_CHECKING:
+    from cowlab.kernel.kernel import Kernel
+
+
+def present_folios(k: Kernel, mm: MM, start: int, end: int) -> list[tuple[int, Folio, int]]:
+    out = []
+    pt = mm.pt
+    for p in range(start, end):
+        pte = pt.get(p, 0)
+        if pte & 1 and pte_pfn(pte) != ZERO_PFN:
+            folio = k.frames[pte_pfn(pte)]
+            out.append((p, folio, pte_pfn(pte) - folio.pfn))
+    return out
+
+
+def madvise_pageout(k: Kernel, mm: MM, start: int, end: int, cpu: int) -> None:
+    """madvise_pageout() (mm/madvise.c): drain the local batch, isolate each folio
+    mapped only here that is on the LRU, and reclaim it (reclaim_pages())."""
+    k.lru_add_drain(cpu)
+    isolated: list[Folio] = []
+    for _p, folio, sub in present_folios(k, mm, start, end):
+        # "Do not interfere with other mappings of this folio and non-LRU folio."
+        # (An isolated folio is off the LRU, so it is never taken twice.)
+        if not folio.lru or folio.page_mapcount(sub) != 1:
+            continue
+        k.lru.del_from_list(folio)
+        folio.get(ISOLATED, "pageout")
+        isolated.append(folio)
+    for folio in isolated:
+        reclaim_folio(k, folio, cpu)
+
+
+def madvise_cold(k: Kernel, mm: MM, start: int, end: int, cpu: int) -> None:
+    """madvise_cold(): age the page; an active one goes to the deactivate batch."""
+    k.lru_add_drain(cpu)
+    for p, folio, sub in present_folios(k, mm, start, end):
+        if not folio.lru or folio.page_mapcount(sub) != 1:
+            continue
+        mm.pt[p] = pte_mkold(mm.pt[p])
+        if folio.lru_list == "active":
+            k.lru.add(folio, cpu, "deactivate")
+
+
+def reclaim_folio(k: Kernel, folio: Folio, cpu: int) -> bool:
+    """shrink_folio_list() for one isolated folio: lock, add to swap, unmap every PTE
+    (try_to_unmap), write it out; free it if possible, else put it back on the LRU
+    (folio_putback_lru() queues it in the local batch). Returns True if freed."""
+    cfg = k.config
+    if folio.lock is not None or folio.writeback or folio.ksm:
+        return putback_folio(k, folio, cpu)
+    k.lock_folio(folio, "reclaim")
+    swap = k.swap
+    if folio.swap_entry is None:
+        try:
+            offset = swap.alloc_slot()
+        except SwapFullError:
+            k.unlock_folio(folio)
+            return putback_folio(k, folio, cpu)
+        swap.add_to_cache(folio, offset)
+        folio.dirty = True
+    else:
+        offset = folio.swap_entry[1]
+    # try_to_unmap(): every mapping becomes a swap PTE.
+    for (kind, owner, sub), _n in list(folio.ledger.items()):
+        if kind != PTE:
+            continue
+        mm_id, page = owner
+        mm = k.mms[mm_id]
+        pte = mm.pt[page]
+        excl = False
+        if cfg.anon_exclusive and folio.pae[sub]:
+            # page_try_share_anon_rmap(): a maybe-pinned exclusive page stays mapped.
+            if folio.maybe_dma_pinned():
+                continue
+            excl = cfg.swp_exclusive
+            folio.pae[sub] = False
+        if pte_dirty(pte):
+            folio.dirty = True
+        mm.pt[page] = make_swap_pte(
+            swap.type,
+            offset + sub,
+            exclusive=excl,
+            soft_dirty=pte_soft_dirty(pte),
+            uffd_wp=pte_uffd_wp(pte),
+        )
+        swap.dup(offset + sub, mm_id)
+        folio.unmap_pte(owner, sub)
+        k.flush_tlb(mm, cpu)
+    if folio.large_mapcount:
+        k.unlock_folio(folio)
+        return putback_folio(k, folio, cpu)
+    if folio.dirty:
+        # pageout(): start writeback; the slot holds the data from now on.
+        for i in range(folio.nr_pages):
+            swap.contents[offset + i] = folio.data[i]
+        folio.dirty = False
+        folio.writeback = True
+        k.counters["pswpout"] += folio.nr_pages
+        if swap.synchronous:
+            k.clock.run_until(k.clock.now + swap.spec.write_ns)
+            end_writeback(k, folio, cpu)
+        else:
+            folio.reclaim = True
+            k.clock.schedule(k.clock.now + swap.spec.write_ns, lambda: end_writeback(k, folio, cpu))
+            k.unlock_folio(folio)
+            return putback_folio(k, folio, cpu)
+    # __remove_mapping(): free a clean folio whose only references are ours.
+    if folio.refcount == folio.nr_pages + 1 and not folio.writeback:
+        swap.delete_from_cache(folio)
+        k.unlock_folio(folio)
+        k.put_ref(folio, ISOLATED, "pageout")
+        return True
+    k.unlock_folio(folio)
+    return putback_folio(k, folio, cpu)
+
+
+def putback_folio(k: Kernel, folio: Folio, cpu: int) -> bool:
+    k.lru.add(folio, cpu)
+    k.put_ref(folio, ISOLATED, "pageout")
+    return False
+
+
+def end_writeback(k: Kernel, folio: Folio, cpu: int) -> None:
+    """folio_end_writeback(): a reclaimed folio on the LRU rotates to the inactive
+    tail through the move_tail batch (folio_rotate_reclaimable())."""
+    folio.writeback = False
+    if folio.reclaim:
+        folio.reclaim = False
+        if folio.lru and folio.lock is None and not folio.dirty and not folio.freed:
+            k.lru.add(folio, cpu, "move_tail")
+
+
+def reclaim_unmapped_swapcache(k: Kernel) -> int:
+    """What memory reclaim would eventually do to clean, unmapped swapcache folios that
+    no swap PTE refers to any more (orphaned readahead): free them. Returns how many."""
+    freed = 0
+    for folio in list({id(f): f for f in k.swap.cache.values()}.values()):
+        if (
+            folio.lock is None
+            and not folio.writeback
+            and folio.large_mapcount == 0
+            and not k.swap.swapped(folio)
+        ):
+            k.swap.delete_from_cache(folio)
+            if folio.refcount == 0:
+                k.release_folio(folio)
+            freed += 1
+    return freed

@@ -1,0 +1,153 @@
+"""Ground truth: who can observe a physical page, and what a decision violates.
+
+The kernel only sees counts; the simulator knows every observer of every page
+(KERNEL_MODEL.md section 5): PTE and PMD mappings with their mm, swap PTEs that
+will map the swapcache folio later, and GUP references and pins with their mm
+and address. Only the ground-truth report and oracle policies read this module.
+
+* **leak**: a write by mm X lands on a page another observer can see: another
+  mm's mapping or swap PTE, a GUP reference or pin of another mm, or a second
+  mapping of the same page (a KSM merge inside one mm). Reusing such a page is
+  CVE-2020-29374's bug class.
+* **pin_incoherent**: a copy replaces the page under the writer's own live GUP
+  pin or reference for that address; the pin and the mapping diverge (RDMA,
+  io_uring fixed buffers).
+* **blockers** of an unnecessary copy: why the refcount exceeded the mapping
+  count although nobody else could see the page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cowlab.kernel.folio import (
+    FAULT,
+    GUP,
+    ISOLATED,
+    LRU_BATCH,
+    PIN,
+    PMD,
+    PTE,
+    SPECULATIVE,
+    SWAPCACHE,
+    Folio,
+)
+from cowlab.kernel.gup import GupHandle
+from cowlab.kernel.swap import SwapDevice
+
+BLOCKERS = (
+    "lru_batch_local",
+    "lru_batch_remote",
+    "swapcache",
+    "writeback",
+    "lock",
+    "pin",
+    "gup",
+    "isolation",
+    "speculative",
+    "large_folio",
+    "ksm",
+)
+VIOLATIONS = ("leak", "pin_incoherent")
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What was really true about a page when a fault was decided."""
+
+    #: No observer other than the writer's own mapping at this address (and its own GUP).
+    exclusive: bool
+    #: The writer holds a live GUP reference or pin on this page (a copy would break it).
+    own_gup: bool
+    #: Descriptions of the observers that make the page shared (empty when exclusive).
+    foreign: tuple[str, ...]
+    #: What made the refcount (or a flag) block reuse although the page was exclusive.
+    blockers: tuple[str, ...]
+
+
+def page_truth(
+    folio: Folio,
+    index: int,
+    mm_id: int,
+    page: int,
+    cpu: int,
+    gups: dict[int, GupHandle],
+    swap: SwapDevice | None,
+    *,
+    mapped_by_writer: int = 1,
+) -> Truth:
+    """Ground truth for a write by ``mm_id`` at virtual ``page`` (on ``cpu``) to page
+    ``index`` of ``folio``.
+
+    ``mapped_by_writer`` is how many of the writer's mappings of this page are
+    expected (1 on the wp path; 0 on the swap path, before do_swap_page maps it).
+    """
+    foreign: list[str] = []
+    blockers: list[str] = []
+    own_gup = False
+    for kind, owner, sub in folio.ledger:
+        if kind == PTE:
+            if sub != index:
+                continue
+            owner_mm, owner_page = owner
+            if owner_mm != mm_id:
+                foreign.append(f"mapping of mm {owner_mm}")
+            elif owner_page != page or not mapped_by_writer:
+                foreign.append(f"second mapping in mm {owner_mm} at page {owner_page}")
+        elif kind == PMD:
+            owner_mm, owner_page = owner
+            if owner_mm != mm_id:
+                foreign.append(f"PMD mapping of mm {owner_mm}")
+        elif kind in (GUP, PIN):
+            handle = gups.get(owner)
+            if handle is None or handle.pfn != folio.pfn + index:
+                continue
+            if handle.mm_id != mm_id:
+                foreign.append(f"{kind} '{handle.name}' of mm {handle.mm_id}")
+            else:
+                own_gup = True
+                blockers.append("pin" if kind == PIN else "gup")
+        elif kind == LRU_BATCH:
+            bcpu = owner[0]
+            blockers.append("lru_batch_local" if bcpu == cpu else "lru_batch_remote")
+        elif kind == SWAPCACHE:
+            blockers.append("swapcache")
+        elif kind == ISOLATED:
+            blockers.append("isolation")
+        elif kind == SPECULATIVE:
+            blockers.append("speculative")
+        elif kind == FAULT:
+            pass
+    if folio.swap_entry is not None and swap is not None:
+        owners = swap.owners.get(folio.swap_entry[1] + index)
+        if owners:
+            for owner, count in owners.items():
+                if owner != mm_id:
+                    foreign.append(f"swap PTE of mm {owner}")
+                elif mapped_by_writer == 0 and count > 1:
+                    foreign.append(f"second swap PTE in mm {owner}")
+                elif mapped_by_writer:
+                    # The writer's own page is mapped and still referenced by its own
+                    # swap PTE elsewhere: another address of the same mm.
+                    foreign.append(f"swap PTE in mm {owner} at another address")
+    if folio.writeback:
+        blockers.append("writeback")
+    if folio.locked:
+        blockers.append("lock")
+    if folio.ksm:
+        blockers.append("ksm")
+    if folio.order:
+        blockers.append("large_folio")
+    return Truth(
+        exclusive=not foreign,
+        own_gup=own_gup,
+        foreign=tuple(foreign),
+        blockers=tuple(dict.fromkeys(blockers)),
+    )
+
+
+def judge(truth: Truth, reused: bool) -> str | None:
+    """The violation a decision commits: ``leak``, ``pin_incoherent`` or None."""
+    if reused:
+        return None if truth.exclusive else "leak"
+    return "pin_incoherent" if truth.own_gup else None

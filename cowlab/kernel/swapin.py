@@ -1,0 +1,219 @@
+"""Swap-in: do_swap_page(), swap readahead and the era differences of the swap path.
+
+* up to v5.17 a write fault on a swap PTE asks the policy itself (path "swap": the
+  kernel's reuse_swap_page() decision, before the entry is freed);
+* v5.18+ (c145e0b47c77) the entry is freed first and the page is mapped writable
+  only when certainly exclusive (a fresh synchronous-bypass page, refcount 1, and
+  v5.19+ the swap PTE's exclusive bit, 1493a1913e34); otherwise do_wp_page() decides;
+* v6.11+ (c18160dba5ff) an exclusive page is mapped writable even on a read fault.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cowlab.geometry import (
+    make_pte,
+    pte_swp_exclusive,
+    pte_swp_soft_dirty,
+    pte_swp_uffd_wp,
+    swp_offset,
+)
+from cowlab.kernel.fault import FaultRecord
+from cowlab.kernel.folio import FAULT, Folio
+from cowlab.kernel.mm import MM, VMA
+
+if TYPE_CHECKING:
+    from cowlab.kernel.kernel import Kernel
+
+
+def read_swap_cache_async(k: Kernel, offset: int, cpu: int) -> Folio:
+    """__read_swap_cache_async() + swap_read_folio(): a new locked swapcache folio in
+    the local LRU-add batch, its read completing inline (sync) or after the latency."""
+    folio = k.alloc_folio(0)
+    k.swap.add_to_cache(folio, offset)
+    k.lru.add(folio, cpu)
+    k.counters["pswpin"] += 1
+    spec = k.swap.spec
+    if spec.synchronous:
+        folio.data[0] = k.swap.contents.get(offset)
+        k.clock.run_until(k.clock.now + spec.read_ns)
+    else:
+        done = k.clock.now + spec.read_ns
+        k.lock_folio(folio, "swapin_read", done)
+
+        def complete() -> None:
+            folio.data[0] = k.swap.contents.get(offset)
+            k.unlock_folio(folio)
+
+        k.clock.schedule(done, complete)
+    return folio
+
+
+def swapin_readahead(k: Kernel, offset: int, cpu: int) -> Folio:
+    """swap_cluster_readahead() (mm/swap_state.c): read the adaptive window around
+    ``offset``; the batch is drained after the window's reads are issued, so the
+    target stays in the batch only when the window is a single page."""
+    win = k.swap.readahead_window(offset, k.config.page_cluster)
+    if win <= 1:
+        return read_swap_cache_async(k, offset, cpu)
+    mask = win - 1
+    start = max(offset & ~mask, 1)
+    for off in range(start, (offset | mask) + 1):
+        if off in k.swap.cache or not k.swap.in_use(off):
+            continue
+        folio = read_swap_cache_async(k, off, cpu)
+        if off != offset:
+            folio.readahead = True
+            k.counters["swap_ra"] += 1
+    k.lru_add_drain(cpu)
+    return k.swap.cache[offset]
+
+
+def do_swap_page(
+    k: Kernel, mm: MM, vma: VMA, page: int, pte: int, cpu: int, write: bool
+) -> FaultRecord | None:
+    """do_swap_page(): bring the page in, then decide by era (see KernelConfig)."""
+    cfg = k.config
+    swap = k.swap
+    offset = swp_offset(pte)
+    start = k.clock.now
+    latency = k.costs.fault_ns
+    folio = swap.cache.get(offset)
+    bypass = False
+    if folio is None:
+        k.counters["pgmajfault"] += 1
+        if swap.synchronous and swap.count(offset) == 1:
+            # SWP_SYNCHRONOUS_IO: read straight into a new folio, skipping the swapcache.
+            folio = k.alloc_folio(0)
+            # The fault's own reference first: the batch may drain (and drop its
+            # reference) as soon as the folio is added.
+            folio.get(FAULT, mm.id)
+            k.lru.add(folio, cpu)
+            folio.data[0] = swap.contents.get(offset)
+            k.counters["pswpin"] += 1
+            k.clock.run_until(k.clock.now + swap.spec.read_ns)
+            bypass = True
+        else:
+            folio = swapin_readahead(k, offset, cpu)
+            folio.get(FAULT, mm.id)
+    else:
+        if folio.readahead:
+            folio.readahead = False
+            swap.ra_hits += 1
+            k.counters["swap_ra_hit"] += 1
+        folio.get(FAULT, mm.id)
+    # folio_lock_or_retry(): sleep until an in-flight read (or other holder) is done.
+    k.wait_for_unlock(folio)
+    k.lock_folio(folio, "do_swap_page")
+    latency += k.clock.now - start
+    index = 0
+    exclusive = False
+    if cfg.swp_exclusive and not folio.ksm:
+        exclusive = pte_swp_exclusive(pte)
+        if bypass:
+            exclusive = True
+        elif exclusive and folio.writeback and swap.stable_writes:
+            exclusive = False
+    soft_dirty = pte_swp_soft_dirty(pte)
+    uffd = pte_swp_uffd_wp(pte)
+    rec: FaultRecord | None = None
+    writable = False
+    if cfg.swap_fault_decides and write and not uffd:
+        # Up to v5.17 do_swap_page() asks reuse_swap_page() itself, before the swap
+        # entry is freed and before the page is mapped.
+        rec = k.decide_and_apply(
+            mm,
+            vma,
+            page,
+            folio,
+            index,
+            cpu,
+            path="swap",
+            pte=pte,
+            swap_offset=offset,
+            extra_ns=latency,
+        )
+        return rec
+    # v5.18+ (c145e0b47c77): free the entry, try to free the swapcache when likely
+    # exclusive, and map writable only when certainly exclusive.
+    _swap_free(k, offset, mm.id)
+    if (
+        folio.swap_entry is not None
+        and write
+        and not folio.ksm
+        and folio.refcount == 2
+        and cfg.swapin_refcount_reuse
+    ):
+        _ok, cost = k.try_to_free_swap(folio)
+        latency += cost
+    certainly_exclusive = (
+        cfg.swapin_refcount_reuse and not folio.ksm and (exclusive or bypass or folio.refcount == 1)
+    )
+    if certainly_exclusive:
+        if cfg.anon_exclusive:
+            folio.pae[index] = True
+        wp_tracking = uffd or (vma.softdirty_tracking and not soft_dirty)
+        if vma.writable and not wp_tracking and (write or cfg.swapin_map_writable_on_read):
+            writable = True
+    new = make_pte(folio.pfn, write=writable, dirty=writable, soft_dirty=soft_dirty, uffd_wp=uffd)
+    mm.pt[page] = new
+    folio.map_pte((mm.id, page), index)
+    k.put_ref(folio, FAULT, mm.id)
+    k.unlock_folio(folio)
+    if write and writable:
+        k.counters["swapin_reuse"] += 1
+        return FaultRecord(
+            mm.name,
+            page,
+            cpu,
+            "swap",
+            "reuse",
+            reason="swapin_exclusive",
+            exclusive=True,
+            latency_ns=latency,
+            time_ns=start,
+        )
+    if write:
+        return k.wp_fault(mm, vma, page, new, cpu, fault_kind="swap", extra_ns=latency)
+    k.let_time_pass(start + latency)
+    return None
+
+
+def _swap_free(k: Kernel, offset: int, mm_id: int) -> None:
+    """swap_free() of the faulting PTE's entry (the folio still holds the slot if cached)."""
+    k.swap.free_entry(offset, mm_id)
+
+
+# -- do_wp_page ----------------------------------------------------------------------
+
+
+def finish_swap_path(
+    k: Kernel,
+    mm: MM,
+    vma: VMA,
+    page: int,
+    folio: Folio,
+    index: int,
+    pte: int,
+    offset: int,
+    reuse: bool,
+    still_locked: bool,
+) -> int:
+    """The rest of a pre-v5.18 do_swap_page() after reuse_swap_page() answered."""
+    cost = 0
+    if reuse and folio.swap_entry is not None and not folio.writeback:
+        # reuse_swap_page() deleted the folio from the swapcache when it was the
+        # only user: with the faulting PTE's own reference gone it is unused.
+        k.swap.delete_from_cache(folio)
+        folio.dirty = True
+        cost += k.costs.free_swap_ns
+    _swap_free(k, offset, mm.id)
+    soft_dirty = pte_swp_soft_dirty(pte)
+    new = make_pte(folio.pfn, write=reuse, dirty=reuse, soft_dirty=soft_dirty or reuse)
+    mm.pt[page] = new
+    folio.map_pte((mm.id, page), index)
+    k.put_ref(folio, FAULT, mm.id)
+    if still_locked or folio.lock is not None:
+        k.unlock_folio(folio)
+    return cost
