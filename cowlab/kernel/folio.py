@@ -11,8 +11,7 @@ methods (:meth:`Folio.get` / :meth:`Folio.put` / :meth:`Folio.map_pte` ...), and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 # Holder kinds of a reference (the ledger's first key).
 PTE = "pte"  #: one PTE mapping: owner = mm id, sub = page index in the folio
@@ -41,8 +40,7 @@ class LedgerError(RuntimeError):
     """A reference was dropped that was never taken: a simulator bug, never user input."""
 
 
-@dataclass
-class LockHolder:
+class LockHolder(NamedTuple):
     """Who holds a folio's page lock, why, and when it will be released (ns, if known)."""
 
     reason: str

@@ -18,7 +18,7 @@ and address. Only the ground-truth report and oracle policies read this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cowlab.kernel.folio import (
     FAULT,
@@ -51,8 +51,7 @@ BLOCKERS = (
 VIOLATIONS = ("leak", "pin_incoherent")
 
 
-@dataclass(frozen=True)
-class Truth:
+class Truth(NamedTuple):
     """What was really true about a page when a fault was decided."""
 
     #: No observer other than the writer's own mapping at this address (and its own GUP).

@@ -200,15 +200,25 @@ def finish_swap_path(
     reuse: bool,
     still_locked: bool,
 ) -> int:
-    """The rest of a pre-v5.18 do_swap_page() after reuse_swap_page() answered."""
+    """The rest of a pre-v5.18 do_swap_page() after reuse_swap_page() answered.
+
+    reuse_swap_page() deleted the folio from the swapcache when the faulting PTE was its
+    only user and it was not under writeback. That is done here once the faulting swap
+    entry is freed: if another swap PTE still refers to the slot (a policy reused a page
+    the kernel would not have), the folio stays in the swapcache and the other process
+    will map it, data included.
+    """
     cost = 0
-    if reuse and folio.swap_entry is not None and not folio.writeback:
-        # reuse_swap_page() deleted the folio from the swapcache when it was the
-        # only user: with the faulting PTE's own reference gone it is unused.
+    _swap_free(k, offset, mm.id)
+    if (
+        reuse
+        and folio.swap_entry is not None
+        and not folio.writeback
+        and not k.swap.swapped(folio)
+    ):
         k.swap.delete_from_cache(folio)
         folio.dirty = True
         cost += k.costs.free_swap_ns
-    _swap_free(k, offset, mm.id)
     soft_dirty = pte_swp_soft_dirty(pte)
     new = make_pte(folio.pfn, write=reuse, dirty=reuse, soft_dirty=soft_dirty or reuse)
     mm.pt[page] = new

@@ -89,7 +89,10 @@ def swapped_page_shared_via_pipe(k: Kernel) -> tuple[str, str, str | None]:
     k.read(child, 0)
     k.gup(child, 0, 1, pin=False, write=False, name="pipe")
     k.munmap(child, 0, 1)
+    before = k.gup_read("pipe")
     rec = k.write(parent, 0)
+    # What the pipe shows agrees with the detector.
+    assert (k.gup_read("pipe") != before) == (rec.violation == "leak")
     return rec.fault, rec.outcome, rec.violation
 
 
@@ -360,3 +363,28 @@ def test_a_swapped_in_page_survives_a_full_lru_batch_draining(kernel: KernelFact
         for p in range(64):
             k.read(mm, p)
         assert k.check_invariants() == []
+
+
+def test_reusing_a_page_another_swap_pte_refers_to_leaks_through_the_swapcache(
+    kernel: KernelFactory,
+) -> None:
+    """Swap PTEs hold no page reference: reusing the swapcache folio while the child's swap
+    PTE still refers to the slot lets the child map the parent's new data later."""
+    k = kernel("v5.9", "always-reuse", swap="ssd")
+    parent = k.create_mm("parent")
+    k.mmap(parent, 0, 1)
+    k.write(parent, 0, data="old")
+    k.madvise(parent, 0, 1, "pageout")
+    child = k.fork(parent, "child")
+    rec = k.write(parent, 0, data="secret")
+    assert (rec.fault, rec.outcome, rec.violation) == ("swap", "reuse", "leak")
+    assert k.read(child, 0) == "secret"
+    # The same sequence under the era's own rule copies, and the child keeps its data.
+    k = kernel("v5.9", swap="ssd")
+    parent = k.create_mm("parent")
+    k.mmap(parent, 0, 1)
+    k.write(parent, 0, data="old")
+    k.madvise(parent, 0, 1, "pageout")
+    child = k.fork(parent, "child")
+    assert k.write(parent, 0, data="secret").violation is None
+    assert k.read(child, 0) == "old"
