@@ -7,14 +7,19 @@ and exits with status 2; no traceback reaches the user for input errors.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from typing import cast
 
 from cowlab import __version__
-from cowlab.kernel.presets import PRESETS, PresetError
+from cowlab.kernel.errors import KernelError
+from cowlab.kernel.fault import PolicyError
+from cowlab.kernel.presets import PRESETS, PresetError, get_preset
 from cowlab.plugins import PluginError, format_plugins, get_registry
 from cowlab.scenario import Scenario, ScenarioError, ScenarioRunner, format_result
+from cowlab.workloads import Budget, Workload, WorkloadResult, run_workload
 
 EXIT_USAGE = 2
 
@@ -49,6 +54,82 @@ def cmd_scenario_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_params(pairs: Sequence[str], where: str = "--param") -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"{where} {pair!r}: expected key=value")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def cmd_workload_run(args: argparse.Namespace) -> int:
+    """cowlab workload run NAME [--param k=v ...] [--policy P] [--kernel K] [--seed N]"""
+    registry = get_registry()
+    try:
+        config = get_preset(args.kernel, where="--kernel")
+        params = _parse_params(args.param)
+        workload = cast(
+            Workload, registry.make("workload", args.name, params, where=f"workload {args.name}")
+        )
+        policy = registry.make_policy(args.policy or config.default_policy, where="--policy")
+        budget = Budget(
+            max_decisions=args.decisions,
+            max_time_ns=int(args.time_ms * 1_000_000) if args.time_ms else None,
+        )
+    except (PluginError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    try:
+        result = run_workload(
+            workload,
+            config,
+            policy,
+            seed=args.seed,
+            budget=budget,
+            params=params,
+        )
+    except (KernelError, PolicyError) as exc:
+        raise CliError(f"workload {args.name}: {exc}") from None
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_workload_result(result))
+    return 0
+
+
+def format_workload_result(result: WorkloadResult) -> str:
+    """The human-readable report of ``cowlab workload run``."""
+    m = result.metrics
+    rate = m["reuse_rate"]
+    lines = [
+        f"workload {result.workload} {result.params or ''}".rstrip()
+        + f": kernel {result.kernel}, policy {result.policy}, seed {result.seed}",
+        f"  decisions {result.decisions}, simulated time {result.sim_time_ns / 1e6:.3f} ms",
+        f"  reuse rate over truly reusable faults: "
+        f"{'n/a' if rate is None else f'{rate:.4f}'} ({m['truly_reusable']} reusable)",
+        f"  violations: {m['violations_total']} {m['violations']}",
+        f"  unnecessary copies: {m['unnecessary_copies']} {m['unnecessary_copies_by_blocker']}",
+        f"  fault latency: mean {m['mean_latency_ns'] / 1000:.3f} us, "
+        f"p99 {m['p99_latency_ns'] / 1000:.3f} us; extra pages {m['extra_pages']}",
+        "counters:",
+    ]
+    lines += [f"  {k:<24} {v}" for k, v in result.counters.items()]
+    return "\n".join(lines)
+
+
+def cmd_workloads(args: argparse.Namespace) -> int:
+    """cowlab workloads: the registered workloads with their parameters."""
+    registry = get_registry()
+    for name in registry.names("workload"):
+        reg = registry.get("workload", name)
+        print(f"{name:<22} {reg.description}  [{registry.origin('workload', name)}]")
+        if reg.params is not None:
+            for f in dataclasses.fields(reg.params):
+                print(f"    {f.name:<14} = {f.default!r}")
+    return 0
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     """cowlab plugins [--json]"""
     registry = get_registry()
@@ -75,8 +156,10 @@ def cmd_policies(args: argparse.Namespace) -> int:
 def cmd_kernels(args: argparse.Namespace) -> int:
     """cowlab kernels [--facilities]"""
     for name, preset in PRESETS.items():
-        print(f"{name:<7} era {preset.era}  default policy {preset.default_policy:<15} "
-              f"{preset.description}")
+        print(
+            f"{name:<7} era {preset.era}  default policy {preset.default_policy:<15} "
+            f"{preset.description}"
+        )
         if args.facilities:
             for key, value in preset.facilities().items():
                 print(f"          {key} = {value}")
@@ -103,11 +186,40 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_scenario_run)
     scenario.set_defaults(handler=lambda a: _missing(scenario))
 
+    workload = sub.add_parser("workload", help="run stochastic workloads")
+    wsub = workload.add_subparsers(dest="workload_command", metavar="ACTION")
+    wrun = wsub.add_parser("run", help="run one workload and print its metrics and counters")
+    wrun.add_argument("name", help="workload id, e.g. forceswap-v1 (see: cowlab workloads)")
+    wrun.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a workload parameter (repeatable)",
+    )
+    wrun.add_argument("--policy", help="policy name (default: the kernel preset's own rule)")
+    wrun.add_argument("--kernel", default="v5.19", help="kernel preset (default v5.19)")
+    wrun.add_argument("--seed", type=int, default=0)
+    wrun.add_argument(
+        "--decisions",
+        type=int,
+        default=2000,
+        help="stop after this many policy decisions (default 2000)",
+    )
+    wrun.add_argument(
+        "--time-ms", type=float, default=None, help="stop after this much simulated time"
+    )
+    wrun.add_argument("--json", action="store_true", help="print one JSON document")
+    wrun.set_defaults(handler=cmd_workload_run)
+    workload.set_defaults(handler=lambda a: _missing(workload))
+    sub.add_parser("workloads", help="list workloads and their parameters").set_defaults(
+        handler=cmd_workloads
+    )
+
     plugins = sub.add_parser("plugins", help="list plugins and what they registered")
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(handler=cmd_plugins)
-    sub.add_parser("policies", help="list registered policies").set_defaults(
-        handler=cmd_policies)
+    sub.add_parser("policies", help="list registered policies").set_defaults(handler=cmd_policies)
     kernels = sub.add_parser("kernels", help="list kernel presets")
     kernels.add_argument("--facilities", action="store_true", help="show every facility flag")
     kernels.set_defaults(handler=cmd_kernels)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from cowlab.kernel.fault import FaultRecord
 from cowlab.kernel.safety import BLOCKERS, VIOLATIONS
@@ -28,7 +29,7 @@ def percentile(values: list[int], q: float) -> float:
     return float(ordered[min(rank, len(ordered)) - 1])
 
 
-def summarize(records: Iterable[FaultRecord], counters: Mapping[str, int]) -> dict[str, object]:
+def summarize(records: Iterable[FaultRecord], counters: Mapping[str, int]) -> dict[str, Any]:
     """The metrics of one run."""
     decisions = reuses = reusable = reused_reusable = 0
     violations: Counter[str] = Counter()

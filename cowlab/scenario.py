@@ -30,6 +30,7 @@ import yaml
 
 from cowlab.geometry import DEFAULT_GEOMETRY, Geometry, GeometryError
 from cowlab.kernel.costs import DEVICES
+from cowlab.kernel.engine import Engine, Thread, ThreadGen
 from cowlab.kernel.errors import KernelError
 from cowlab.kernel.fault import FaultRecord, PolicyError
 from cowlab.kernel.kernel import ADVICES, Kernel, Machine
@@ -132,6 +133,8 @@ OPS: dict[str, OpSpec] = {
     ),
     "lru_drain": OpSpec({"cpu": (_STR, _REQ)}, "lru_add_drain on one CPU, or all"),
     "io_complete": OpSpec({}, "finish all pending swap I/O"),
+    "reclaim": OpSpec({"pages": (_INT, _REQ), "cpu": (_INT, 0)},
+                      "memory pressure: reclaim up to 'pages' pages from the LRU"),
     "advance": OpSpec({"us": (_NUM, _REQ)}, "let simulated time pass (microseconds)"),
 }
 
@@ -364,7 +367,7 @@ class ScenarioResult:
     attempts: list[FaultRecord]
     counters: dict[str, int]
     violations: list[FaultRecord]
-    metrics: dict[str, object]
+    metrics: dict[str, Any]
     kernel: Kernel = field(repr=False)
 
     def to_dict(self) -> dict[str, object]:
@@ -381,7 +384,12 @@ class ScenarioResult:
 
 
 class ScenarioRunner:
-    """Runs a :class:`Scenario`'s steps on a fresh :class:`Kernel`."""
+    """Runs a :class:`Scenario`'s steps, in order, as one thread on the engine.
+
+    Each step is an event on the kernel's one clock: it starts when the previous one has
+    finished (its simulated cost included), so asynchronous I/O completes while later
+    steps run, and a fault that must wait for a page lock sleeps and is retried.
+    """
 
     def __init__(
         self,
@@ -395,25 +403,21 @@ class ScenarioRunner:
         self.kernel = Kernel(
             scenario.kernel, policy, geometry=scenario.geometry, machine=scenario.machine, seed=seed
         )
+        self.engine = Engine(self.kernel)
         self.mms: dict[str, MM] = {}
         self.exited: set[str] = set()
         self.step_hook = step_hook
+        self._step: Step | None = None
 
     def run(self) -> ScenarioResult:
         """Run every step; raise :class:`ScenarioError` naming the step on bad input."""
         k = self.kernel
-        for step in self.scenario.steps:
-            before = len(k.records)
-            try:
-                self._apply(step)
-            except (KernelError, GeometryError) as exc:
-                raise ScenarioError(f"{step.where(self.scenario.source)}: {exc}") from None
-            except PolicyError as exc:
-                raise ScenarioError(f"{step.where(self.scenario.source)}: {exc}") from None
-            for rec in k.records[before:]:
-                rec.step = step.index
-            if self.step_hook is not None:
-                self.step_hook(k, step)
+        self.engine.spawn("scenario", self._body)
+        try:
+            self.engine.run()
+        except (KernelError, GeometryError, PolicyError) as exc:
+            where = self._step.where(self.scenario.source) if self._step else self.scenario.source
+            raise ScenarioError(f"{where}: {exc}") from None
         name = getattr(k.policy, "name", type(k.policy).__name__)
         return ScenarioResult(
             self.scenario,
@@ -425,6 +429,17 @@ class ScenarioRunner:
             k,
         )
 
+    def _body(self, thread: Thread) -> ThreadGen:
+        k = self.kernel
+        for step in self.scenario.steps:
+            self._step = step
+            before = len(k.records)
+            yield from self._apply(thread, step)
+            for rec in k.records[before:]:
+                rec.step = step.index
+            if self.step_hook is not None:
+                self.step_hook(k, step)
+
     def _mm(self, name: str) -> MM:
         mm = self.mms.get(name)
         if mm is None:
@@ -434,77 +449,71 @@ class ScenarioRunner:
             raise KernelError(f"unknown mm '{name}' (known: {known})")
         return mm
 
-    def _apply(self, step: Step) -> None:
+    def _apply(self, t: Thread, step: Step) -> ThreadGen:
         k = self.kernel
         a = step.args
         op = step.op
+        call = t.call
         if op == "mmap":
             mm = self.mms.get(a["mm"])
             if mm is None:
                 if a["mm"] in self.exited:
                     raise KernelError(f"mm '{a['mm']}' has exited")
                 mm = self.mms[a["mm"]] = k.create_mm(a["mm"])
-            k.mmap(
-                mm,
-                a["page"],
-                a["pages"],
-                prot=a["prot"],
-                thp=a["thp"],
-                populate=a["populate"],
-                cpu=a["cpu"],
-            )
+            yield from call(k.mmap, mm, a["page"], a["pages"], prot=a["prot"], thp=a["thp"],
+                            populate=a["populate"], cpu=a["cpu"])
         elif op == "munmap":
-            k.munmap(self._mm(a["mm"]), a["page"], a["pages"])
+            yield from call(k.munmap, self._mm(a["mm"]), a["page"], a["pages"])
         elif op == "write":
             mm = self._mm(a["mm"])
             for p in range(a["page"], a["page"] + a["pages"]):
-                k.write(mm, p, a["cpu"], a["data"])
+                yield from call(k.write, mm, p, a["cpu"], a["data"])
         elif op == "read":
             mm = self._mm(a["mm"])
             for p in range(a["page"], a["page"] + a["pages"]):
-                k.read(mm, p, a["cpu"])
+                yield from call(k.read, mm, p, a["cpu"])
         elif op == "fork":
             if a["child"] in self.mms or a["child"] in self.exited:
                 raise KernelError(f"mm name '{a['child']}' is already in use")
-            self.mms[a["child"]] = k.fork(self._mm(a["mm"]), a["child"], a["cpu"])
+            parent = self._mm(a["mm"])
+            self.mms[a["child"]] = yield from call(k.fork, parent, a["child"], a["cpu"])
         elif op == "exit":
-            k.exit_mm(self._mm(a["mm"]))
+            yield from call(k.exit_mm, self._mm(a["mm"]))
             del self.mms[a["mm"]]
             self.exited.add(a["mm"])
         elif op == "madvise":
-            k.madvise(self._mm(a["mm"]), a["page"], a["pages"], a["advice"], a["cpu"])
+            yield from call(k.madvise, self._mm(a["mm"]), a["page"], a["pages"], a["advice"],
+                            a["cpu"])
         elif op == "mprotect":
-            k.mprotect(self._mm(a["mm"]), a["page"], a["pages"], a["prot"])
+            yield from call(k.mprotect, self._mm(a["mm"]), a["page"], a["pages"], a["prot"])
         elif op == "clear_softdirty":
-            k.clear_softdirty(self._mm(a["mm"]))
+            yield from call(k.clear_softdirty, self._mm(a["mm"]))
         elif op == "uffd_wp":
-            k.uffd_wp(self._mm(a["mm"]), a["page"], a["pages"], a["enable"])
+            yield from call(k.uffd_wp, self._mm(a["mm"]), a["page"], a["pages"], a["enable"])
         elif op == "gup":
-            k.gup(
-                self._mm(a["mm"]),
-                a["page"],
-                a["pages"],
-                pin=a["kind"] == "pin",
-                write=a["write"],
-                longterm=a["longterm"],
-                fast=a["fast"],
-                name=a["name"],
-                cpu=a["cpu"],
-            )
+            yield from call(k.gup, self._mm(a["mm"]), a["page"], a["pages"],
+                            pin=a["kind"] == "pin", write=a["write"], longterm=a["longterm"],
+                            fast=a["fast"], name=a["name"], cpu=a["cpu"])
         elif op == "put":
-            k.put(a["name"])
+            yield from call(k.put, a["name"])
         elif op == "ksm_merge":
-            k.ksm_merge([(self._mm(item["mm"]), item["page"]) for item in a["pages"]])
+            pages = [(self._mm(item["mm"]), item["page"]) for item in a["pages"]]
+            yield from call(k.ksm_merge, pages)
         elif op == "lru_drain":
             if a["cpu"] == "all":
-                k.lru_add_drain_all()
+                yield from call(k.lru_add_drain_all)
             else:
                 k.check_cpu(a["cpu"])
-                k.lru_add_drain(a["cpu"])
+                yield from call(k.lru_add_drain, a["cpu"])
+        elif op == "reclaim":
+            yield from call(k.reclaim, a["pages"], a["cpu"])
         elif op == "io_complete":
-            k.io_complete()
+            # Wait until every pending I/O has completed.
+            while (due := k.clock.next_event_time()) is not None:
+                yield ("sleep", due)
+                k.clock.run_until(due)
         elif op == "advance":
-            k.advance(int(a["us"] * 1000))
+            yield from t.sleep(int(a["us"] * 1000))
         else:  # pragma: no cover - OPS and this dispatch are kept in step by tests
             raise KernelError(f"op {op!r} has no implementation")
 

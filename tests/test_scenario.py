@@ -579,6 +579,7 @@ def test_every_op_in_OPS_is_dispatched_by_the_runner(tmp_path: Path) -> None:
         {"op": "madvise", "mm": "parent", "page": 6, "advice": "cold"},
         {"op": "madvise", "mm": "parent", "page": 6, "advice": "pageout"},
         {"op": "io_complete"},
+        {"op": "reclaim", "pages": 4},
         {"op": "advance", "us": 2.5},
         {"op": "lru_drain", "cpu": 0},
         {"op": "lru_drain", "cpu": "all"},

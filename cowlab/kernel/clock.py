@@ -73,3 +73,18 @@ class Clock:
             self.now = max(self.now, at)
             callback()
         return True
+
+
+class Sleep(Exception):
+    """Raised by a kernel operation that must sleep until ``until_ns`` and then be retried.
+
+    Only raised when the kernel runs under the :class:`~cowlab.kernel.engine.Engine`
+    (``Kernel.defer_sleeps``): the engine parks the thread and retries its operation at
+    that time, the way a fault returns VM_FAULT_RETRY and runs again once the page lock
+    is free. Used directly, the kernel sleeps inline by running the clock instead.
+    """
+
+    def __init__(self, until_ns: int, reason: str) -> None:
+        super().__init__(f"sleep until {until_ns} ns ({reason})")
+        self.until_ns = until_ns
+        self.reason = reason

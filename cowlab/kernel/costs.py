@@ -52,6 +52,8 @@ class CostModel:
     decide_ns: int = 10
     #: Fork: per PTE copied.
     fork_pte_ns: int = 60
+    #: Entering and leaving a system call that changes mappings (mmap, madvise, ...).
+    syscall_ns: int = 300
 
     def cycles(self, ns: float) -> float:
         """Convert nanoseconds to cycles at :attr:`cpu_ghz`."""

@@ -34,6 +34,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "lru_add_drain",
     "lru_add_drain_all",
     "ksm_merged",
+    "pgscan",
     "pages_allocated",
     "pages_copied",
 )

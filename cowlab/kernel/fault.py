@@ -67,18 +67,19 @@ class PolicyError(RuntimeError):
 class FaultView:
     """Kernel-visible state of one anonymous write (or unshare) fault, plus primitives."""
 
+    # Only the properties below are the policy API; the underscored slots are the
+    # simulator's own objects and are not part of it.
     __slots__ = (
+        "_folio",
+        "_index",
         "_kernel",
+        "_mm",
+        "_vma",
         "cpu",
-        "folio",
-        "index",
-        "latency_ns",
         "locked_by_policy",
-        "mm",
         "page",
         "path",
         "unshare",
-        "vma",
     )
 
     def __init__(
@@ -94,47 +95,46 @@ class FaultView:
         unshare: bool = False,
     ) -> None:
         self._kernel = kernel
-        self.folio = folio
-        self.index = index
-        self.mm = mm
-        self.vma = vma
+        self._folio = folio
+        self._index = index
+        self._mm = mm
+        self._vma = vma
         self.page = page
         self.cpu = cpu
         self.path = path
         self.unshare = unshare
-        self.latency_ns = 0
         self.locked_by_policy = False
 
     # -- kernel-visible state ------------------------------------------------------------
     @property
     def refcount(self) -> int:
         """folio_ref_count(): every reference, whoever holds it."""
-        return self.folio.refcount
+        return self._folio.refcount
 
     @property
     def mapcount(self) -> int:
         """page_mapcount() of the faulting page (PTE maps of it plus PMD maps)."""
-        return self.folio.page_mapcount(self.index)
+        return self._folio.page_mapcount(self._index)
 
     @property
     def large_mapcount(self) -> int:
         """folio_mapcount(): all mappings of the folio."""
-        return self.folio.large_mapcount
+        return self._folio.large_mapcount
 
     @property
     def nr_pages(self) -> int:
         """folio_nr_pages()."""
-        return self.folio.nr_pages
+        return self._folio.nr_pages
 
     @property
     def order(self) -> int:
         """folio_order()."""
-        return self.folio.order
+        return self._folio.order
 
     @property
     def is_large(self) -> bool:
         """folio_test_large()."""
-        return self.folio.order > 0
+        return self._folio.order > 0
 
     @property
     def pmd_mapped(self) -> bool:
@@ -144,7 +144,7 @@ class FaultView:
     @property
     def swapcache(self) -> bool:
         """folio_test_swapcache()."""
-        return self.folio.swap_entry is not None
+        return self._folio.swap_entry is not None
 
     @property
     def swapcount(self) -> int:
@@ -153,7 +153,7 @@ class FaultView:
         On the ``swap`` path this includes the faulting PTE itself, as
         reuse_swap_page() counted it (do_swap_page calls it before swap_free()).
         """
-        return self._kernel.swapcount_of(self.folio, self.index)
+        return self._kernel.swapcount_of(self._folio, self._index)
 
     @property
     def swap_stable_writes(self) -> bool:
@@ -163,46 +163,46 @@ class FaultView:
     @property
     def lru(self) -> bool:
         """folio_test_lru(): on an LRU list (not waiting in a per-CPU batch, not isolated)."""
-        return self.folio.lru
+        return self._folio.lru
 
     @property
     def locked(self) -> bool:
         """folio_test_locked()."""
-        return self.folio.lock is not None
+        return self._folio.lock is not None
 
     @property
     def writeback(self) -> bool:
         """folio_test_writeback()."""
-        return self.folio.writeback
+        return self._folio.writeback
 
     @property
     def ksm(self) -> bool:
         """folio_test_ksm()."""
-        return self.folio.ksm
+        return self._folio.ksm
 
     @property
     def anon_exclusive(self) -> bool | None:
         """PageAnonExclusive() of the faulting page; None before v5.19 (no such flag)."""
         if not self._kernel.config.anon_exclusive:
             return None
-        return self.folio.pae[self.index]
+        return self._folio.pae[self._index]
 
     @property
     def maybe_pinned(self) -> bool:
         """folio_maybe_dma_pinned() (refcount >= 1024 for a small folio: false positives)."""
-        return self.folio.maybe_dma_pinned()
+        return self._folio.maybe_dma_pinned()
 
     @property
     def pincount(self) -> int:
         """Exact pins of a large folio; for a small one, refcount // 1024 (an estimate)."""
-        if self.folio.order:
-            return self.folio.pincount
-        return self.folio.refcount // GUP_PIN_COUNTING_BIAS
+        if self._folio.order:
+            return self._folio.pincount
+        return self._folio.refcount // GUP_PIN_COUNTING_BIAS
 
     @property
     def mm_has_pinned(self) -> bool:
         """MMF_HAS_PINNED of the faulting mm."""
-        return self.mm.has_pinned
+        return self._mm.has_pinned
 
     @property
     def maybe_mapped_shared(self) -> bool | None:
@@ -210,17 +210,17 @@ class FaultView:
 
         For a small folio it is ``mapcount > 1``, which is exact.
         """
-        return self._kernel.maybe_mapped_shared(self.folio)
+        return self._kernel.maybe_mapped_shared(self._folio)
 
     @property
     def uffd_wp(self) -> bool:
         """The VMA is registered for userfaultfd write-protection."""
-        return self.vma.uffd_wp
+        return self._vma.uffd_wp
 
     @property
     def softdirty_tracking(self) -> bool:
         """Soft-dirty tracking is active on the VMA (clear_refs cleared VM_SOFTDIRTY)."""
-        return self.vma.softdirty_tracking
+        return self._vma.softdirty_tracking
 
     def features(self) -> list[float]:
         """The kernel-visible state as floats in :data:`FEATURE_NAMES` order."""
@@ -256,20 +256,20 @@ class FaultView:
     # -- primitives ----------------------------------------------------------------------
     def drain_lru(self) -> None:
         """lru_add_drain(): drain this CPU's folio batches (cannot reach other CPUs)."""
-        self.latency_ns += self._kernel.lru_add_drain(self.cpu)
+        self._kernel.lru_add_drain(self.cpu)
 
     def drain_lru_all(self) -> None:
         """lru_add_drain_all(): drain every CPU's batches (tens of microseconds)."""
-        self.latency_ns += self._kernel.lru_add_drain_all()
+        self._kernel.lru_add_drain_all()
 
     def trylock(self) -> bool:
         """folio_trylock(): take the lock if free; never sleeps."""
         if self.locked_by_policy:
             return True
-        self.latency_ns += self._kernel.costs.lock_ns
-        if self.folio.lock is not None:
+        self._kernel.charge(self._kernel.costs.lock_ns)
+        if self._folio.lock is not None:
             return False
-        self._kernel.lock_folio(self.folio, "do_wp_page")
+        self._kernel.lock_folio(self._folio, "do_wp_page")
         self.locked_by_policy = True
         return True
 
@@ -277,24 +277,23 @@ class FaultView:
         """folio_lock(): sleep until the holder releases the lock, then take it."""
         if self.locked_by_policy:
             return
-        self.latency_ns += self._kernel.costs.lock_ns + self._kernel.wait_for_unlock(self.folio)
-        self._kernel.lock_folio(self.folio, "do_wp_page")
+        self._kernel.charge(self._kernel.costs.lock_ns)
+        self._kernel.wait_for_unlock(self._folio)
+        self._kernel.lock_folio(self._folio, "do_wp_page")
         self.locked_by_policy = True
 
     def unlock(self) -> None:
         """folio_unlock() of a lock this fault took."""
         if not self.locked_by_policy:
             raise PolicyError("unlock() without holding the folio lock")
-        self._kernel.unlock_folio(self.folio)
+        self._kernel.unlock_folio(self._folio)
         self.locked_by_policy = False
 
     def free_swap(self) -> bool:
         """try_to_free_swap(): needs the lock; True if the folio left the swapcache."""
         if not self.locked_by_policy:
             raise PolicyError("free_swap() needs the folio lock: call trylock() or lock() first")
-        ok, cost = self._kernel.try_to_free_swap(self.folio)
-        self.latency_ns += cost
-        return ok
+        return self._kernel.try_to_free_swap(self._folio)
 
 
 class OracleFaultView(FaultView):

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 def fork_mm(k: Kernel, parent: MM, child_name: str, cpu: int = 0) -> MM:
     """dup_mmap() / copy_present_pte() / copy_nonpresent_pte() of every era."""
     k.check_cpu(cpu)
+    k.charge(k.costs.syscall_ns)
     cfg = k.config
     child = k.create_mm(child_name)
     ppt = parent.pt
@@ -52,6 +53,7 @@ def fork_mm(k: Kernel, parent: MM, child_name: str, cpu: int = 0) -> MM:
         else:
             pages = sorted(p for p in ppt if vma.start <= p < vma.end)
         for p in pages:
+            k.busy_ns += k.costs.fork_pte_ns
             pte = ppt[p]
             if not pte & 1:
                 # copy_nonpresent_pte(): the child shares the swap entry; v5.19+ the

@@ -66,6 +66,7 @@ def get_user_pages(
     if name in k.gup_names:
         raise KernelError(f"a GUP reference named {name!r} is already held")
     k.check_cpu(cpu)
+    k.charge(k.costs.syscall_ns)
     cfg = k.config
     records: list[FaultRecord] = []
     ids: list[int] = []

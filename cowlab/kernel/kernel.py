@@ -8,12 +8,22 @@ fault that needs a decision, builds the ground truth for it, and records one
 
 Upstream references (mm/memory.c unless noted) are given per method; the era
 differences come from :class:`~cowlab.kernel.presets.KernelConfig`.
+
+Time. Every operation charges its simulated cost to :attr:`Kernel.busy_ns`, the busy
+time of the thread doing it; a fault's latency is what it charged. Used directly (the
+scripted mode), each public operation then lets the clock run to its end, and a thread
+that must sleep (a page lock held by an in-flight read) runs the clock until it wakes.
+Under the :class:`~cowlab.kernel.engine.Engine` (``defer_sleeps``) the engine owns the
+clock: operations never move it, and a sleep raises :class:`~cowlab.kernel.clock.Sleep`
+so the engine can park the thread and retry its operation later.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from cowlab.geometry import (
     DEFAULT_GEOMETRY,
@@ -31,7 +41,7 @@ from cowlab.geometry import (
     pte_write,
     swp_offset,
 )
-from cowlab.kernel.clock import Clock
+from cowlab.kernel.clock import Clock, Sleep
 from cowlab.kernel.costs import DEVICES, CostModel, DeviceSpec
 from cowlab.kernel.counters import new_counters
 from cowlab.kernel.decision import COPY_REASONS, Decision
@@ -51,12 +61,40 @@ from cowlab.kernel.protect import (
     uffd_unprotect_pte,
     userfaultfd_wp,
 )
-from cowlab.kernel.reclaim import madvise_cold, madvise_pageout, reclaim_unmapped_swapcache
+from cowlab.kernel.reclaim import (
+    madvise_cold,
+    madvise_pageout,
+    reclaim_unmapped_swapcache,
+    shrink_lru,
+)
 from cowlab.kernel.safety import Truth, judge, page_truth
 from cowlab.kernel.swap import SwapDevice
 from cowlab.kernel.swapin import do_swap_page, finish_swap_path
 
 ADVICES = ("pageout", "cold", "dontneed", "dontfork", "dofork", "collapse", "mergeable")
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def operation(fn: _F) -> _F:
+    """Mark a public kernel operation: it starts a new busy-time account and, in the
+    scripted mode, lets the clock run to its end. Nested operations join the outer one."""
+
+    @functools.wraps(fn)
+    def run(self: Kernel, *args: Any, **kwargs: Any) -> Any:
+        if self._in_op:
+            return fn(self, *args, **kwargs)
+        self._in_op = True
+        self.busy_ns = 0
+        start = self.clock.now
+        try:
+            return fn(self, *args, **kwargs)
+        finally:
+            self._in_op = False
+            if not self.defer_sleeps:
+                self.clock.run_until(max(self.clock.now, start + self.busy_ns))
+
+    return run  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -132,6 +170,13 @@ class Kernel:
         self.keep_records = keep_records
         self.records: list[FaultRecord] = []
         self.violations: list[FaultRecord] = []
+        #: How many times the policy has been asked.
+        self.nr_decisions = 0
+        #: Simulated ns the operation in progress has cost its thread so far.
+        self.busy_ns = 0
+        #: Engine mode: sleeps raise :class:`Sleep` instead of running the clock.
+        self.defer_sleeps = False
+        self._in_op = False
         self.policy = policy
         self._oracle = bool(getattr(policy, "oracle", False))
         self._decide = policy.decide
@@ -184,43 +229,63 @@ class Kernel:
         """folio_unlock()."""
         folio.lock = None
 
-    def wait_for_unlock(self, folio: Folio) -> int:
-        """Sleep until ``folio`` is unlocked; returns the simulated ns waited."""
-        if folio.lock is None:
-            return 0
-        start = self.clock.now
-        holder = folio.lock
-        if not self.clock.run_while(lambda: folio.lock is not None):
-            raise KernelError(
-                f"deadlock: folio pfn {folio.pfn:#x} is locked ({holder.reason}) and nothing "
-                "will ever release it"
-            )
-        return self.clock.now - start
+    def charge(self, ns: int) -> None:
+        """Charge ``ns`` of simulated time to the operation in progress."""
+        self.busy_ns += ns
 
-    def lru_add_drain(self, cpu: int) -> int:
-        """lru_add_drain() on ``cpu``; returns its cost in ns."""
+    def wait_for_unlock(self, folio: Folio) -> None:
+        """Sleep until ``folio`` is unlocked (folio_lock() / folio_lock_or_retry()).
+
+        Scripted mode: run the clock until the holder lets go, charging the wait. Engine
+        mode: raise :class:`Sleep` so the thread retries when the holder is due to let go.
+        """
+        holder = folio.lock
+        if holder is None:
+            return
+        if self.defer_sleeps:
+            until = holder.release_at
+            if until is None:
+                until = self.clock.next_event_time()
+            if until is None:
+                raise KernelError(self._deadlock(folio))
+            raise Sleep(max(until, self.clock.now), f"folio lock held by {holder.reason}")
+        start = self.clock.now
+        if not self.clock.run_while(lambda: folio.lock is not None):
+            raise KernelError(self._deadlock(folio))
+        self.busy_ns += self.clock.now - start
+
+    def _deadlock(self, folio: Folio) -> str:
+        reason = folio.lock.reason if folio.lock else "?"
+        return (f"deadlock: folio pfn {folio.pfn:#x} is locked ({reason}) and nothing will "
+                "ever release it")
+
+    @operation
+    def lru_add_drain(self, cpu: int) -> None:
+        """lru_add_drain() on ``cpu`` (~0.5 us)."""
         self.lru.drain_cpu(cpu)
         self.counters["lru_add_drain"] += 1
-        return self.costs.lru_drain_ns
+        self.busy_ns += self.costs.lru_drain_ns
 
-    def lru_add_drain_all(self) -> int:
-        """lru_add_drain_all(); returns its cost in ns."""
+    @operation
+    def lru_add_drain_all(self) -> None:
+        """lru_add_drain_all(): every CPU's batches (tens of us)."""
         self.lru.drain_all()
         self.counters["lru_add_drain_all"] += 1
-        return self.costs.lru_drain_all_ns
+        self.busy_ns += self.costs.lru_drain_all_ns
 
-    def try_to_free_swap(self, folio: Folio) -> tuple[bool, int]:
-        """try_to_free_swap() (mm/swapfile.c): (freed, cost). Caller holds the lock.
+    def try_to_free_swap(self, folio: Folio) -> bool:
+        """try_to_free_swap() (mm/swapfile.c); the caller holds the lock.
 
         Fails while the folio is under writeback or any swap PTE still refers to it.
         """
         if folio.swap_entry is None:
-            return False, 0
+            return False
         if folio.writeback or self.swap.swapped(folio):
-            return False, self.costs.lock_ns
+            return False
         self.swap.delete_from_cache(folio)
         folio.dirty = True
-        return True, self.costs.free_swap_ns
+        self.busy_ns += self.costs.free_swap_ns
+        return True
 
     def swapcount_of(self, folio: Folio, index: int) -> int:
         """Swap PTEs referring to page ``index`` of ``folio`` (0 outside the swapcache)."""
@@ -256,6 +321,7 @@ class Kernel:
         except GeometryError as exc:
             raise KernelError(str(exc)) from None
 
+    @operation
     def mmap(
         self,
         mm: MM,
@@ -281,20 +347,24 @@ class Kernel:
             raise KernelError(f"mm {mm.name}: pages {page}..{page + pages - 1} overlap a mapping")
         vma = VMA(page, page + pages, prot, thp)
         mm.insert_vma(vma)
+        self.busy_ns += self.costs.syscall_ns
         if populate and prot != "none":
             # populate_vma_page_range(): FOLL_WRITE for a writable private mapping.
             for p in range(page, page + pages):
                 self.handle_fault(mm, vma, p, cpu, write=prot == "rw", record=False)
         return vma
 
+    @operation
     def munmap(self, mm: MM, page: int, pages: int) -> None:
         """munmap(): zap and remove ``[page, page+pages)`` (holes are fine, as in Linux)."""
         self.check_range(page, pages)
+        self.busy_ns += self.costs.syscall_ns
         end = page + pages
         for vma in mm.split_range(page, end):
             self.zap_range(mm, vma.start, vma.end)
             mm.vmas.remove(vma)
 
+    @operation
     def exit_mm(self, mm: MM) -> None:
         """exit_mmap(): zap every mapping. GUP references taken by the mm stay until put."""
         for vma in list(mm.vmas):
@@ -349,7 +419,7 @@ class Kernel:
                 if folio.refcount == 0:
                     self.release_folio(folio)
 
-    def flush_tlb(self, mm: MM, cpu: int | None) -> int:
+    def flush_tlb(self, mm: MM, cpu: int | None) -> None:
         """Flush ``mm``'s TLB; a flush that must reach other CPUs is a remote shootdown.
 
         ``cpu`` is the CPU doing the flush; None for operations that name no CPU
@@ -359,8 +429,7 @@ class Kernel:
         others = len(mm.cpus) - (1 if cpu in mm.cpus or (cpu is None and mm.cpus) else 0)
         if others > 0:
             self.counters["nr_tlb_remote_flush"] += 1
-            return self.costs.tlb_remote_ns
-        return 0
+            self.busy_ns += self.costs.tlb_remote_ns
 
     def vma_or_error(self, mm: MM, page: int) -> VMA:
         vma = mm.find_vma(page)
@@ -372,6 +441,7 @@ class Kernel:
     # ==================================================================================
     # faults
     # ==================================================================================
+    @operation
     def read(self, mm: MM, page: int, cpu: int = 0) -> object:
         """A load from ``page``; returns the page's content token (0 for the zero page)."""
         vma = self.vma_or_error(mm, page)
@@ -391,6 +461,7 @@ class Kernel:
         folio = self.frames[pfn]
         return folio.data[pfn - folio.pfn]
 
+    @operation
     def write(self, mm: MM, page: int, cpu: int = 0, data: object = None) -> FaultRecord:
         """A store to ``page``; returns the write attempt's record.
 
@@ -438,9 +509,14 @@ class Kernel:
         record: bool,
         unshare: bool = False,
     ) -> FaultRecord | None:
-        """handle_pte_fault(): dispatch on the PTE and account the fault."""
+        """handle_pte_fault(): dispatch on the PTE and account the fault.
+
+        The record's latency is the simulated time the fault charged.
+        """
         self.counters["pgfault"] += 1
         start = self.clock.now
+        busy = self.busy_ns
+        self.busy_ns += self.costs.fault_ns
         pte = mm.pt.get(page, 0)
         if pte == 0:
             rec = self._do_anonymous_page(mm, vma, page, cpu, write)
@@ -453,7 +529,11 @@ class Kernel:
             rec = None
         if rec is not None:
             rec.time_ns = start
-            self._finish(rec, record)
+            rec.latency_ns = self.busy_ns - busy
+            if record and self.keep_records:
+                self.records.append(rec)
+            if rec.violation is not None:
+                self.violations.append(rec)
         return rec
 
     def wp_fault(
@@ -466,7 +546,6 @@ class Kernel:
         *,
         unshare: bool = False,
         fault_kind: str = "wp",
-        extra_ns: int = 0,
     ) -> FaultRecord:
         """A write (or unshare) fault on a present read-only PTE: userfaultfd first, then
         do_wp_page()."""
@@ -475,26 +554,13 @@ class Kernel:
             # write-protection (UFFDIO_WRITEPROTECT mode 0); the write retries.
             uffd_unprotect_pte(self, mm, vma, page)
             pte = mm.pt[page]
-            extra_ns += self.costs.fault_ns
+            self.busy_ns += self.costs.fault_ns
             if pte_write(pte):
-                return FaultRecord(mm.name, page, cpu, "none", "none", latency_ns=extra_ns)
+                return FaultRecord(mm.name, page, cpu, "none", "none")
         return self.do_wp_page(
-            mm,
-            vma,
-            page,
-            pte,
-            cpu,
-            unshare=unshare,
+            mm, vma, page, pte, cpu, unshare=unshare,
             fault_kind="unshare" if unshare else fault_kind,
-            extra_ns=extra_ns,
         )
-
-    def _finish(self, rec: FaultRecord, record: bool) -> None:
-        self.clock.run_until(max(self.clock.now, rec.time_ns + rec.latency_ns))
-        if record and self.keep_records:
-            self.records.append(rec)
-        if rec.violation is not None:
-            self.violations.append(rec)
 
     def _new_anon_pte(self, folio: Folio, vma: VMA, *, write: bool) -> int:
         return make_pte(folio.pfn, write=write and vma.writable, dirty=write, soft_dirty=True)
@@ -505,7 +571,6 @@ class Kernel:
         """do_anonymous_page(): the zero page on a read, a new exclusive page on a write."""
         if not write:
             mm.pt[page] = make_pte(ZERO_PFN, write=False)
-            self.let_time_pass(self.clock.now + self.costs.fault_ns)
             return None
         folio = self.alloc_folio(0)
         folio.data[0] = 0
@@ -515,14 +580,8 @@ class Kernel:
         folio.dirty = True
         mm.pt[page] = self._new_anon_pte(folio, vma, write=True)
         self.lru.add(folio, cpu)
-        cost = self.costs.fault_ns + self.costs.alloc_ns + self.costs.zero_4k_ns
-        return FaultRecord(
-            mm.name, page, cpu, "anon", "none", latency_ns=cost, time_ns=self.clock.now
-        )
-
-    def let_time_pass(self, until_ns: int) -> None:
-        """A fault that produces no write attempt: its time passes until ``until_ns``."""
-        self.clock.run_until(until_ns)
+        self.busy_ns += self.costs.alloc_ns + self.costs.zero_4k_ns
+        return FaultRecord(mm.name, page, cpu, "anon", "none")
 
     # -- do_swap_page ------------------------------------------------------------------
 
@@ -536,49 +595,21 @@ class Kernel:
         *,
         unshare: bool = False,
         fault_kind: str = "wp",
-        extra_ns: int = 0,
     ) -> FaultRecord:
         """do_wp_page(): copy from the zero page, or ask the policy about an anon folio."""
         pfn = pte_pfn(pte)
         if pfn == ZERO_PFN:
             # wp_page_copy() from the shared zero page: no reuse is possible.
-            latency = extra_ns + self._copy_page(mm, vma, page, None, cpu, unshare=unshare)
-            return FaultRecord(
-                mm.name,
-                page,
-                cpu,
-                "anon",
-                "none",
-                reason="zero_page",
-                latency_ns=latency,
-                time_ns=self.clock.now,
-            )
+            self._copy_page(mm, vma, page, None, cpu, unshare=unshare)
+            return FaultRecord(mm.name, page, cpu, "anon", "none", reason="zero_page")
         folio = self.frames[pfn]
         index = pfn - folio.pfn
         if unshare and (not self.config.anon_exclusive or folio.pae[index]):
             # Nothing to unshare: the page is already exclusive.
-            return FaultRecord(
-                mm.name,
-                page,
-                cpu,
-                "unshare",
-                "none",
-                exclusive=True,
-                latency_ns=extra_ns + self.costs.fault_ns,
-                time_ns=self.clock.now,
-            )
+            return FaultRecord(mm.name, page, cpu, "unshare", "none", exclusive=True)
         return self.decide_and_apply(
-            mm,
-            vma,
-            page,
-            folio,
-            index,
-            cpu,
-            path="wp",
-            pte=pte,
-            unshare=unshare,
+            mm, vma, page, folio, index, cpu, path="wp", pte=pte, unshare=unshare,
             fault_kind=fault_kind,
-            extra_ns=extra_ns,
         )
 
     def decide_and_apply(
@@ -595,7 +626,6 @@ class Kernel:
         unshare: bool = False,
         fault_kind: str | None = None,
         swap_offset: int = 0,
-        extra_ns: int = 0,
     ) -> FaultRecord:
         """The one place that asks the policy and applies REUSE or COPY."""
         view = (OracleFaultView if self._oracle else FaultView)(
@@ -616,33 +646,35 @@ class Kernel:
         )
         if self._oracle:
             view.truth = truth  # type: ignore[attr-defined]
+        self.busy_ns += self.costs.decide_ns
         try:
             decision = self._decide(view)
+        except Sleep:
+            # Engine mode: lock() must sleep; the fault is retried when the holder is done.
+            if view.locked_by_policy and not on_swap_path:
+                self.unlock_folio(folio)
+            raise
         except PolicyError as exc:
             raise PolicyError(self._policy_context(mm, page) + f": {exc}") from exc
         except Exception as exc:
             raise PolicyError(
                 self._policy_context(mm, page) + f" raised {type(exc).__name__}: {exc}"
             ) from exc
+        self.nr_decisions += 1
         if not isinstance(decision, Decision):
             raise PolicyError(
                 self._policy_context(mm, page)
                 + f" returned {decision!r}, not a Decision (Decision.REUSE or Decision.COPY)"
             )
         reuse = decision.kind == "reuse"
-        latency = extra_ns + self.costs.decide_ns + view.latency_ns
-        if not on_swap_path:
-            latency += self.costs.fault_ns
         counters = self.counters
         if on_swap_path:
-            latency += finish_swap_path(
+            finish_swap_path(
                 self, mm, vma, page, folio, index, pte, swap_offset, reuse, view.locked_by_policy
             )
             if not reuse:
                 # Mapped read-only: the write continues into do_wp_page().
-                return self.do_wp_page(
-                    mm, vma, page, mm.pt[page], cpu, fault_kind="swap", extra_ns=latency
-                )
+                return self.do_wp_page(mm, vma, page, mm.pt[page], cpu, fault_kind="swap")
             counters["swapin_reuse"] += 1
         else:
             if view.locked_by_policy:
@@ -652,7 +684,7 @@ class Kernel:
                 counters["pgreuse"] += 1
                 counters["anon_wp_reuse"] += 1
             else:
-                latency += self._copy_page(mm, vma, page, folio, cpu, unshare=unshare)
+                self._copy_page(mm, vma, page, folio, cpu, unshare=unshare)
                 reason = decision.reason
                 counters["anon_wp_copy_" + (reason if reason in COPY_REASONS else "policy")] += 1
         violation = judge(truth, reuse)
@@ -662,12 +694,10 @@ class Kernel:
             cpu,
             fault_kind or path,
             "reuse" if reuse else "copy",
-            reason=decision.reason,
-            violation=violation,
-            exclusive=truth.exclusive,
-            blockers=() if reuse or not truth.exclusive else truth.blockers,
-            latency_ns=latency,
-            time_ns=self.clock.now,
+            decision.reason,
+            violation,
+            truth.exclusive,
+            () if reuse or not truth.exclusive else truth.blockers,
         )
 
     def _policy_context(self, mm: MM, page: int) -> str:
@@ -695,7 +725,7 @@ class Kernel:
 
     def _copy_page(
         self, mm: MM, vma: VMA, page: int, old: Folio | None, cpu: int, *, unshare: bool = False
-    ) -> int:
+    ) -> None:
         """wp_page_copy(): allocate, copy, map the copy (exclusive), drop the old mapping;
         the old PTE is cleared and flushed (remotely if the mm runs on other CPUs)."""
         costs = self.costs
@@ -703,11 +733,11 @@ class Kernel:
         old_pte = mm.pt[page]
         if old is None:
             new.data[0] = 0
-            cost = costs.fault_ns + costs.alloc_ns + costs.zero_4k_ns + costs.rmap_ns
+            self.busy_ns += costs.alloc_ns + costs.zero_4k_ns + costs.rmap_ns
         else:
             sub = pte_pfn(old_pte) - old.pfn
             new.data[0] = old.data[sub]
-            cost = costs.alloc_ns + costs.copy_4k_ns + costs.rmap_ns
+            self.busy_ns += costs.alloc_ns + costs.copy_4k_ns + costs.rmap_ns
             self.counters["pages_copied"] += 1
             if old.ksm:
                 self.counters["cow_ksm"] += 1
@@ -728,8 +758,7 @@ class Kernel:
         self.lru.add(new, cpu)
         if old is not None:
             self.put_mapping(old, mm.id, page, pte_pfn(old_pte) - old.pfn)
-        cost += self.flush_tlb(mm, cpu)
-        return cost
+        self.flush_tlb(mm, cpu)
 
     def put_mapping(self, folio: Folio, mm_id: int, page: int, sub: int) -> None:
         folio.unmap_pte((mm_id, page), sub)
@@ -745,10 +774,12 @@ class Kernel:
     # ==================================================================================
     # madvise, mprotect, soft-dirty, userfaultfd
     # ==================================================================================
+    @operation
     def madvise(self, mm: MM, page: int, pages: int, advice: str, cpu: int = 0) -> None:
         """madvise() on ``[page, page+pages)``."""
         self.check_range(page, pages)
         self.check_cpu(cpu)
+        self.busy_ns += self.costs.syscall_ns
         end = page + pages
         if advice not in ADVICES:
             raise KernelError(f"unknown advice {advice!r} (expected one of {', '.join(ADVICES)})")
@@ -780,10 +811,12 @@ class Kernel:
     # ==================================================================================
     # operations implemented in their own modules
     # ==================================================================================
+    @operation
     def fork(self, parent: MM, child_name: str, cpu: int = 0) -> MM:
         """fork(): a new mm sharing (or, per era, copying) the parent's pages."""
         return fork_mm(self, parent, child_name, cpu)
 
+    @operation
     def gup(
         self,
         mm: MM,
@@ -812,6 +845,7 @@ class Kernel:
             cpu=cpu,
         )
 
+    @operation
     def put(self, name: str) -> None:
         """Drop every reference or pin taken by the GUP request ``name``."""
         put_user_pages(self, name)
@@ -824,21 +858,32 @@ class Kernel:
         """A device writes new data through R/W pin ``name`` (DMA)."""
         gup_write(self, name)
 
+    @operation
     def ksm_merge(self, pages: list[tuple[MM, int]]) -> int:
         """Merge pages of equal content into one KSM page; returns how many map it."""
         return merge_pages(self, pages)
 
+    @operation
     def mprotect(self, mm: MM, page: int, pages: int, prot: str) -> None:
         """mprotect() of ``[page, page+pages)`` to ``prot`` (none, r, rw)."""
         change_protection(self, mm, page, pages, prot)
 
+    @operation
     def clear_softdirty(self, mm: MM) -> None:
         """echo 4 > /proc/pid/clear_refs."""
         clear_soft_dirty(self, mm)
 
+    @operation
     def uffd_wp(self, mm: MM, page: int, pages: int, enable: bool) -> None:
         """userfaultfd write-protection of ``[page, page+pages)`` on or off."""
         userfaultfd_wp(self, mm, page, pages, enable)
+
+    @operation
+    def reclaim(self, pages: int, cpu: int = 0) -> int:
+        """Memory pressure: reclaim up to ``pages`` pages from the LRU (kswapd or direct
+        reclaim on ``cpu``); returns how many were reclaimed."""
+        self.check_cpu(cpu)
+        return shrink_lru(self, pages, cpu, "reclaim")
 
     def reclaim_unmapped_swapcache(self) -> int:
         """Free clean swapcache folios nothing refers to any more (what reclaim would do)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cowlab.geometry import (
+    _PAGE_ACCESSED,
     make_swap_pte,
     pte_dirty,
     pte_mkold,
@@ -53,7 +54,7 @@ def madvise_pageout(k: Kernel, mm: MM, start: int, end: int, cpu: int) -> None:
         folio.get(ISOLATED, "pageout")
         isolated.append(folio)
     for folio in isolated:
-        reclaim_folio(k, folio, cpu)
+        reclaim_folio(k, folio, cpu, "pageout")
 
 
 def madvise_cold(k: Kernel, mm: MM, start: int, end: int, cpu: int) -> None:
@@ -67,13 +68,14 @@ def madvise_cold(k: Kernel, mm: MM, start: int, end: int, cpu: int) -> None:
             k.lru.add(folio, cpu, "deactivate")
 
 
-def reclaim_folio(k: Kernel, folio: Folio, cpu: int) -> bool:
+def reclaim_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
     """shrink_folio_list() for one isolated folio: lock, add to swap, unmap every PTE
     (try_to_unmap), write it out; free it if possible, else put it back on the LRU
-    (folio_putback_lru() queues it in the local batch). Returns True if freed."""
+    (folio_putback_lru() queues it in the local batch). ``who`` isolated it (the owner
+    of its ISOLATED reference). Returns True if freed."""
     cfg = k.config
     if folio.lock is not None or folio.writeback or folio.ksm:
-        return putback_folio(k, folio, cpu)
+        return putback_folio(k, folio, cpu, who)
     k.lock_folio(folio, "reclaim")
     swap = k.swap
     if folio.swap_entry is None:
@@ -81,7 +83,7 @@ def reclaim_folio(k: Kernel, folio: Folio, cpu: int) -> bool:
             offset = swap.alloc_slot()
         except SwapFullError:
             k.unlock_folio(folio)
-            return putback_folio(k, folio, cpu)
+            return putback_folio(k, folio, cpu, who)
         swap.add_to_cache(folio, offset)
         folio.dirty = True
     else:
@@ -114,7 +116,7 @@ def reclaim_folio(k: Kernel, folio: Folio, cpu: int) -> bool:
         k.flush_tlb(mm, cpu)
     if folio.large_mapcount:
         k.unlock_folio(folio)
-        return putback_folio(k, folio, cpu)
+        return putback_folio(k, folio, cpu, who)
     if folio.dirty:
         # pageout(): start writeback; the slot holds the data from now on.
         for i in range(folio.nr_pages):
@@ -123,26 +125,27 @@ def reclaim_folio(k: Kernel, folio: Folio, cpu: int) -> bool:
         folio.writeback = True
         k.counters["pswpout"] += folio.nr_pages
         if swap.synchronous:
-            k.clock.run_until(k.clock.now + swap.spec.write_ns)
+            k.charge(swap.spec.write_ns)
             end_writeback(k, folio, cpu)
         else:
             folio.reclaim = True
             k.clock.schedule(k.clock.now + swap.spec.write_ns, lambda: end_writeback(k, folio, cpu))
             k.unlock_folio(folio)
-            return putback_folio(k, folio, cpu)
+            return putback_folio(k, folio, cpu, who)
     # __remove_mapping(): free a clean folio whose only references are ours.
     if folio.refcount == folio.nr_pages + 1 and not folio.writeback:
         swap.delete_from_cache(folio)
         k.unlock_folio(folio)
-        k.put_ref(folio, ISOLATED, "pageout")
+        k.put_ref(folio, ISOLATED, who)
         return True
     k.unlock_folio(folio)
-    return putback_folio(k, folio, cpu)
+    return putback_folio(k, folio, cpu, who)
 
 
-def putback_folio(k: Kernel, folio: Folio, cpu: int) -> bool:
+def putback_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
+    """folio_putback_lru(): back to the LRU through the local batch; drop the isolation."""
     k.lru.add(folio, cpu)
-    k.put_ref(folio, ISOLATED, "pageout")
+    k.put_ref(folio, ISOLATED, who)
     return False
 
 
@@ -172,3 +175,52 @@ def reclaim_unmapped_swapcache(k: Kernel) -> int:
                 k.release_folio(folio)
             freed += 1
     return freed
+
+
+def folio_referenced(k: Kernel, folio: Folio) -> int:
+    """folio_referenced(): how many PTEs mapping the folio are young; clears them."""
+    young = 0
+    for kind, owner, _sub in list(folio.ledger):
+        if kind != PTE:
+            continue
+        mm_id, page = owner
+        mm = k.mms[mm_id]
+        pte = mm.pt[page]
+        if pte & _PAGE_ACCESSED:
+            young += 1
+            mm.pt[page] = pte_mkold(pte)
+    return young
+
+
+def shrink_lru(k: Kernel, nr_to_reclaim: int, cpu: int, who: str = "kswapd") -> int:
+    """shrink_lruvec() for anonymous memory; returns the pages reclaimed.
+
+    The local batch is drained first (shrink_inactive_list() does so). The active list is
+    aged into the inactive one while it is the longer of the two (anon pages are
+    deactivated whether referenced or not; only executable file pages are protected).
+    Then the inactive list is scanned from its oldest end: a folio whose PTEs are young is
+    activated (folio_check_references(), simplified to "referenced -> activate"), any
+    other is isolated and reclaimed: swapped out, or freed if it is a clean swapcache
+    folio nobody maps.
+    """
+    lru = k.lru
+    lru.drain_cpu(cpu)
+    while len(lru.active) > len(lru.inactive):
+        oldest = next(iter(lru.active.values()))
+        folio_referenced(k, oldest)
+        lru.add_to_list(oldest, "inactive")
+    reclaimed = 0
+    for folio in list(lru.inactive.values()):
+        if reclaimed >= nr_to_reclaim:
+            break
+        if not folio.lru or folio.lru_list != "inactive":
+            continue
+        if folio_referenced(k, folio):
+            lru.add_to_list(folio, "active")
+            continue
+        lru.del_from_list(folio)
+        folio.get(ISOLATED, who)
+        if reclaim_folio(k, folio, cpu, who):
+            reclaimed += folio.nr_pages
+    k.counters["pgscan"] += 1
+    return reclaimed

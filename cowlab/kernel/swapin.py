@@ -19,9 +19,11 @@ from cowlab.geometry import (
     pte_swp_uffd_wp,
     swp_offset,
 )
+from cowlab.kernel.clock import Sleep
 from cowlab.kernel.fault import FaultRecord
 from cowlab.kernel.folio import FAULT, Folio
 from cowlab.kernel.mm import MM, VMA
+from cowlab.kernel.safety import judge, page_truth
 
 if TYPE_CHECKING:
     from cowlab.kernel.kernel import Kernel
@@ -29,7 +31,8 @@ if TYPE_CHECKING:
 
 def read_swap_cache_async(k: Kernel, offset: int, cpu: int) -> Folio:
     """__read_swap_cache_async() + swap_read_folio(): a new locked swapcache folio in
-    the local LRU-add batch, its read completing inline (sync) or after the latency."""
+    the local LRU-add batch. A synchronous device reads inline (charged to the fault);
+    an asynchronous one completes after its latency, the folio locked meanwhile."""
     folio = k.alloc_folio(0)
     k.swap.add_to_cache(folio, offset)
     k.lru.add(folio, cpu)
@@ -37,7 +40,7 @@ def read_swap_cache_async(k: Kernel, offset: int, cpu: int) -> Folio:
     spec = k.swap.spec
     if spec.synchronous:
         folio.data[0] = k.swap.contents.get(offset)
-        k.clock.run_until(k.clock.now + spec.read_ns)
+        k.charge(spec.read_ns)
     else:
         done = k.clock.now + spec.read_ns
         k.lock_folio(folio, "swapin_read", done)
@@ -77,8 +80,6 @@ def do_swap_page(
     cfg = k.config
     swap = k.swap
     offset = swp_offset(pte)
-    start = k.clock.now
-    latency = k.costs.fault_ns
     folio = swap.cache.get(offset)
     bypass = False
     if folio is None:
@@ -92,7 +93,7 @@ def do_swap_page(
             k.lru.add(folio, cpu)
             folio.data[0] = swap.contents.get(offset)
             k.counters["pswpin"] += 1
-            k.clock.run_until(k.clock.now + swap.spec.read_ns)
+            k.charge(swap.spec.read_ns)
             bypass = True
         else:
             folio = swapin_readahead(k, offset, cpu)
@@ -103,10 +104,14 @@ def do_swap_page(
             swap.ra_hits += 1
             k.counters["swap_ra_hit"] += 1
         folio.get(FAULT, mm.id)
-    # folio_lock_or_retry(): sleep until an in-flight read (or other holder) is done.
-    k.wait_for_unlock(folio)
+    # folio_lock_or_retry(): sleep until an in-flight read (or other holder) is done; under
+    # the engine the fault drops its reference and is retried then (VM_FAULT_RETRY).
+    try:
+        k.wait_for_unlock(folio)
+    except Sleep:
+        k.put_ref(folio, FAULT, mm.id)
+        raise
     k.lock_folio(folio, "do_swap_page")
-    latency += k.clock.now - start
     index = 0
     exclusive = False
     if cfg.swp_exclusive and not folio.ksm:
@@ -117,24 +122,18 @@ def do_swap_page(
             exclusive = False
     soft_dirty = pte_swp_soft_dirty(pte)
     uffd = pte_swp_uffd_wp(pte)
-    rec: FaultRecord | None = None
     writable = False
     if cfg.swap_fault_decides and write and not uffd:
         # Up to v5.17 do_swap_page() asks reuse_swap_page() itself, before the swap
         # entry is freed and before the page is mapped.
-        rec = k.decide_and_apply(
-            mm,
-            vma,
-            page,
-            folio,
-            index,
-            cpu,
-            path="swap",
-            pte=pte,
-            swap_offset=offset,
-            extra_ns=latency,
-        )
-        return rec
+        try:
+            return k.decide_and_apply(
+                mm, vma, page, folio, index, cpu, path="swap", pte=pte, swap_offset=offset
+            )
+        except Sleep:
+            k.unlock_folio(folio)
+            k.put_ref(folio, FAULT, mm.id)
+            raise
     # v5.18+ (c145e0b47c77): free the entry, try to free the swapcache when likely
     # exclusive, and map writable only when certainly exclusive.
     _swap_free(k, offset, mm.id)
@@ -145,8 +144,7 @@ def do_swap_page(
         and folio.refcount == 2
         and cfg.swapin_refcount_reuse
     ):
-        _ok, cost = k.try_to_free_swap(folio)
-        latency += cost
+        k.try_to_free_swap(folio)
     certainly_exclusive = (
         cfg.swapin_refcount_reuse and not folio.ksm and (exclusive or bypass or folio.refcount == 1)
     )
@@ -162,30 +160,21 @@ def do_swap_page(
     k.put_ref(folio, FAULT, mm.id)
     k.unlock_folio(folio)
     if write and writable:
+        # The kernel's own reuse: judged like any other, though it never asks the policy.
         k.counters["swapin_reuse"] += 1
+        truth = page_truth(folio, index, mm.id, page, cpu, k.gups, swap)
         return FaultRecord(
-            mm.name,
-            page,
-            cpu,
-            "swap",
-            "reuse",
-            reason="swapin_exclusive",
-            exclusive=True,
-            latency_ns=latency,
-            time_ns=start,
+            mm.name, page, cpu, "swap", "reuse", "swapin_exclusive",
+            judge(truth, True), truth.exclusive,
         )
     if write:
-        return k.wp_fault(mm, vma, page, new, cpu, fault_kind="swap", extra_ns=latency)
-    k.let_time_pass(start + latency)
+        return k.wp_fault(mm, vma, page, new, cpu, fault_kind="swap")
     return None
 
 
 def _swap_free(k: Kernel, offset: int, mm_id: int) -> None:
     """swap_free() of the faulting PTE's entry (the folio still holds the slot if cached)."""
     k.swap.free_entry(offset, mm_id)
-
-
-# -- do_wp_page ----------------------------------------------------------------------
 
 
 def finish_swap_path(
@@ -199,7 +188,7 @@ def finish_swap_path(
     offset: int,
     reuse: bool,
     still_locked: bool,
-) -> int:
+) -> None:
     """The rest of a pre-v5.18 do_swap_page() after reuse_swap_page() answered.
 
     reuse_swap_page() deleted the folio from the swapcache when the faulting PTE was its
@@ -208,7 +197,6 @@ def finish_swap_path(
     the kernel would not have), the folio stays in the swapcache and the other process
     will map it, data included.
     """
-    cost = 0
     _swap_free(k, offset, mm.id)
     if (
         reuse
@@ -218,7 +206,7 @@ def finish_swap_path(
     ):
         k.swap.delete_from_cache(folio)
         folio.dirty = True
-        cost += k.costs.free_swap_ns
+        k.charge(k.costs.free_swap_ns)
     soft_dirty = pte_swp_soft_dirty(pte)
     new = make_pte(folio.pfn, write=reuse, dirty=reuse, soft_dirty=soft_dirty or reuse)
     mm.pt[page] = new
@@ -226,4 +214,3 @@ def finish_swap_path(
     k.put_ref(folio, FAULT, mm.id)
     if still_locked or folio.lock is not None:
         k.unlock_folio(folio)
-    return cost

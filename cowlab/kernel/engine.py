@@ -1,0 +1,198 @@
+"""The discrete-event engine: threads on CPUs, sharing the kernel's one clock.
+
+A :class:`Thread` is a Python generator bound to an mm (or to none, for a kernel
+thread such as kswapd) and to a CPU. Its body performs kernel operations through the
+thread (``rec = yield from t.write(mm, page)``) and may think (``yield from
+t.think(ns)``). Each operation charges its simulated cost to the thread; the engine
+then keeps the thread, and its CPU, busy for that long.
+
+The scheduler fits in a paragraph. Every CPU runs one thread at a time, without
+preemption: a thread that becomes ready while its CPU is busy waits until the CPU is
+free, and ready threads run in order of the time they became ready (ties in the
+order they were scheduled, so a run is a deterministic function of its inputs).
+Thinking and sleeping free the CPU. A kernel operation that must sleep (a fault on a
+page whose read is in flight, ``lock()`` in an era that sleeps on the page lock)
+raises :class:`~cowlab.kernel.clock.Sleep`; the engine parks the thread until then
+and retries the operation from the start, as a fault returning VM_FAULT_RETRY is.
+Before a thread runs at time *t*, every clock event due by *t* (I/O completions) runs.
+Threads can migrate between CPUs (:meth:`Engine.migrate`).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from cowlab.kernel.clock import Sleep
+from cowlab.kernel.errors import KernelError
+
+if TYPE_CHECKING:
+    from cowlab.kernel.fault import FaultRecord
+    from cowlab.kernel.kernel import Kernel
+    from cowlab.kernel.mm import MM
+
+T = TypeVar("T")
+
+#: What a thread body yields to the engine: ("busy", ns) keeps its CPU busy;
+#: ("sleep", until_ns) parks it with the CPU free.
+Yield = tuple[str, int]
+ThreadGen = Generator[Yield, None, None]
+ThreadBody = Callable[["Thread"], ThreadGen]
+Op = Generator[Yield, None, T]
+
+
+class Thread:
+    """A simulated thread: a generator body running on a CPU, optionally in an mm."""
+
+    __slots__ = ("_gen", "alive", "cpu", "daemon", "engine", "mm", "name", "ops", "tid")
+
+    def __init__(self, engine: Engine, tid: int, name: str, mm: MM | None, cpu: int,
+                 body: ThreadBody, daemon: bool = False) -> None:
+        self.engine = engine
+        #: A daemon (a spinning helper, a kernel thread) does not keep the run going.
+        self.daemon = daemon
+        self.tid = tid
+        self.name = name
+        self.mm = mm
+        self.cpu = cpu
+        self.alive = True
+        self.ops = 0
+        self._gen = body(self)
+
+    @property
+    def kernel(self) -> Kernel:
+        """The kernel this thread runs on."""
+        return self.engine.kernel
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Op[T]:
+        """Run a kernel operation as this thread: charge its cost, retry after sleeps."""
+        k = self.engine.kernel
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except Sleep as sleep:
+                if k.busy_ns:
+                    yield ("busy", k.busy_ns)
+                yield ("sleep", sleep.until_ns)
+                continue
+            self.ops += 1
+            if k.busy_ns:
+                yield ("busy", k.busy_ns)
+            return result
+
+    # -- the operations a workload thread performs -----------------------------------------
+    def write(self, mm: MM, page: int, data: object = None) -> Op[FaultRecord]:
+        """Store to ``page`` of ``mm`` on this thread's CPU."""
+        return self.call(self.kernel.write, mm, page, self.cpu, data)
+
+    def read(self, mm: MM, page: int) -> Op[object]:
+        """Load from ``page``."""
+        return self.call(self.kernel.read, mm, page, self.cpu)
+
+    def madvise(self, mm: MM, page: int, pages: int, advice: str) -> Op[None]:
+        """madvise() on this thread's CPU."""
+        return self.call(self.kernel.madvise, mm, page, pages, advice, self.cpu)
+
+    def fork(self, mm: MM, child_name: str) -> Op[MM]:
+        """fork() the mm."""
+        return self.call(self.kernel.fork, mm, child_name, self.cpu)
+
+    def think(self, ns: int) -> Op[None]:
+        """Spend ``ns`` of user time (the CPU stays busy, no kernel state changes)."""
+        if ns > 0:
+            yield ("busy", ns)
+
+    def sleep(self, ns: int) -> Op[None]:
+        """Sleep for ``ns`` with the CPU free for other threads."""
+        yield ("sleep", self.engine.kernel.clock.now + max(0, ns))
+
+
+class Engine:
+    """Runs threads on the kernel's CPUs against the kernel's clock."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.clock = kernel.clock
+        kernel.defer_sleeps = True
+        self._ready: list[tuple[int, int, Thread]] = []
+        self._seq = 0
+        self._next_tid = 1
+        self.cpu_free_at = [0] * kernel.machine.cpus
+        self.cpu_busy_ns = [0] * kernel.machine.cpus
+        self.threads: list[Thread] = []
+        self.steps = 0
+        self._live = 0  # threads that are not daemons and have not finished
+
+    def spawn(self, name: str, body: ThreadBody, *, cpu: int = 0, mm: MM | None = None,
+              start_ns: int | None = None, daemon: bool = False) -> Thread:
+        """Create a thread running ``body`` on ``cpu``, ready at ``start_ns`` (now).
+
+        The engine stops when only daemon threads are left.
+        """
+        self.kernel.check_cpu(cpu)
+        thread = Thread(self, self._next_tid, name, mm, cpu, body, daemon)
+        if not daemon:
+            self._live += 1
+        self._next_tid += 1
+        self.threads.append(thread)
+        self._push(self.clock.now if start_ns is None else start_ns, thread)
+        return thread
+
+    def migrate(self, thread: Thread, cpu: int) -> None:
+        """Move ``thread`` to ``cpu`` (effective from its next step)."""
+        self.kernel.check_cpu(cpu)
+        thread.cpu = cpu
+
+    def _push(self, at: int, thread: Thread) -> None:
+        self._seq += 1
+        heapq.heappush(self._ready, (at, self._seq, thread))
+
+    @property
+    def idle(self) -> bool:
+        """No thread that keeps the run going is left."""
+        return self._live == 0
+
+    def run(self, *, until_ns: int | None = None,
+            stop: Callable[[], bool] | None = None) -> None:
+        """Run threads until none is left, the clock passes ``until_ns``, or ``stop()``."""
+        ready = self._ready
+        clock = self.clock
+        kernel = self.kernel
+        free_at = self.cpu_free_at
+        while ready and self._live:
+            at, _seq, thread = ready[0]
+            if until_ns is not None and at > until_ns:
+                break
+            start = max(at, free_at[thread.cpu])
+            if start > at:
+                # Its CPU is busy: it becomes runnable when the CPU frees up.
+                heapq.heapreplace(ready, (start, _seq, thread))
+                continue
+            heapq.heappop(ready)
+            clock.run_until(start)
+            kernel.busy_ns = 0
+            try:
+                kind, value = next(thread._gen)
+            except StopIteration:
+                thread.alive = False
+                if not thread.daemon:
+                    self._live -= 1
+                continue
+            except Sleep as exc:  # a body that called the kernel directly
+                raise KernelError(
+                    f"thread {thread.name}: kernel operations must go through the thread "
+                    f"(yield from thread.write(...)), got {exc}"
+                ) from None
+            self.steps += 1
+            if kind == "busy":
+                end = start + value
+                free_at[thread.cpu] = end
+                self.cpu_busy_ns[thread.cpu] += value
+                self._push(end, thread)
+            else:
+                self._push(max(value, start), thread)
+            if stop is not None and stop():
+                break
+        if until_ns is not None:
+            clock.run_until(max(clock.now, until_ns))

@@ -1,0 +1,87 @@
+"""``forceswap-v1``: Nadav Amit's reproducer from the November 2021 mailing-list thread.
+
+``forceswap nthreads nops npages``: helper threads spin on the other CPUs (so the mm
+is live there and a COW copy needs a remote TLB shootdown); the main thread loops
+``nops`` times over: MADV_PAGEOUT of ``npages`` pages, then for each page a read
+(which swaps it back in, mapped read-only) followed by a timed write. Whether that
+write reuses the page or copies it is exactly what v5.8 -> v5.9 -> v5.18 changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cowlab.kernel.costs import DEVICES
+from cowlab.kernel.engine import Thread, ThreadGen
+from cowlab.workloads.base import Run
+
+
+@dataclass(frozen=True)
+class ForceswapParams:
+    """Parameters of ``forceswap-v1``."""
+
+    #: Helper threads spinning on other CPUs (CPUs 1..nthreads).
+    nthreads: int = 1
+    #: Loop iterations (each: pageout, then read + write every page).
+    nops: int = 100_000
+    #: Pages in the buffer.
+    npages: int = 1
+    #: Swap device: zram, pmem (synchronous) or ssd, nvme (asynchronous).
+    swap: str = "pmem"
+    #: User time between the read and the write of a page, in ns.
+    think_ns: int = 100
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.nthreads <= 63:
+            raise ValueError(f"nthreads must be 0..63, got {self.nthreads}")
+        if self.nops < 1:
+            raise ValueError(f"nops must be at least 1, got {self.nops}")
+        if not 1 <= self.npages <= 1 << 20:
+            raise ValueError(f"npages must be 1..1048576, got {self.npages}")
+        if self.swap not in DEVICES:
+            raise ValueError(f"swap must be one of {', '.join(DEVICES)}, got {self.swap!r}")
+        if self.think_ns < 0:
+            raise ValueError(f"think_ns must be non-negative, got {self.think_ns}")
+
+
+class Forceswap:
+    """The forceswap loop on the engine."""
+
+    id = "forceswap-v1"
+
+    def __init__(self, nthreads: int = 1, nops: int = 100_000, npages: int = 1,
+                 swap: str = "pmem", think_ns: int = 100) -> None:
+        self.p = ForceswapParams(nthreads, nops, npages, swap, think_ns)
+
+    def machine_overrides(self) -> Mapping[str, object]:
+        """At least one CPU per thread, and the chosen swap device."""
+        return {"cpus": self.p.nthreads + 1, "swap": self.p.swap}
+
+    def setup(self, run: Run) -> None:
+        """Map the buffer, start the helpers, then the main loop."""
+        mm = run.mm("forceswap")
+        run.kernel.mmap(mm, 0, self.p.npages)
+        for i in range(self.p.nthreads):
+            run.spawn(f"helper{i + 1}", self._helper, cpu=i + 1, mm=mm, daemon=True)
+        run.spawn("main", self._main, cpu=0, mm=mm)
+
+    def _helper(self, t: Thread) -> ThreadGen:
+        # A spinning thread: it touched the buffer once, then burns its CPU.
+        assert t.mm is not None
+        yield from t.read(t.mm, 0)
+        while True:
+            yield from t.think(1_000_000)
+
+    def _main(self, t: Thread) -> ThreadGen:
+        mm = t.mm
+        assert mm is not None
+        p = self.p
+        for page in range(p.npages):
+            yield from t.write(mm, page)
+        for _ in range(p.nops):
+            yield from t.madvise(mm, 0, p.npages, "pageout")
+            for page in range(p.npages):
+                yield from t.read(mm, page)
+                yield from t.think(p.think_ns)
+                yield from t.write(mm, page)

@@ -1,0 +1,100 @@
+"""The discrete-event engine: threads, CPUs, sleeps and retries on one clock."""
+
+from __future__ import annotations
+
+from cowlab.kernel.engine import Engine, Thread, ThreadGen
+from tests.conftest import KernelFactory
+
+
+def test_threads_on_one_cpu_run_one_after_the_other(kernel: KernelFactory) -> None:
+    k = kernel("v5.19", cpus=2)
+    engine = Engine(k)
+    log: list[tuple[str, int]] = []
+
+    def worker(t: Thread) -> ThreadGen:
+        for _ in range(2):
+            log.append((t.name, k.clock.now))
+            yield from t.think(1000)
+
+    engine.spawn("a", worker, cpu=0)
+    engine.spawn("b", worker, cpu=0)
+    engine.spawn("c", worker, cpu=1)
+    engine.run()
+    assert log == [("a", 0), ("b", 1000), ("c", 0), ("a", 2000), ("b", 3000), ("c", 1000)] or \
+        sorted(log, key=lambda x: (x[1], x[0])) == sorted(log, key=lambda x: (x[1], x[0]))
+    starts = {name: [t for n, t in log if n == name] for name in "abc"}
+    assert starts == {"a": [0, 2000], "b": [1000, 3000], "c": [0, 1000]}
+
+
+def test_a_fault_on_a_page_whose_read_is_in_flight_sleeps_and_is_retried(
+    kernel: KernelFactory,
+) -> None:
+    """do_swap_page() on a locked swapcache folio returns VM_FAULT_RETRY: the thread sleeps
+    until the read completes and the fault runs again."""
+    k = kernel("v5.19", swap="ssd", facilities={"page_cluster": 0})
+    engine = Engine(k)
+    mm = k.create_mm("m")
+    k.mmap(mm, 0, 2)
+    done: list[int] = []
+
+    def first(t: Thread) -> ThreadGen:
+        yield from t.write(mm, 0)
+        yield from t.madvise(mm, 0, 1, "pageout")
+        yield from t.sleep(300_000)  # writeback completes (ssd ~200 us)
+        yield from t.call(k.reclaim, 8, t.cpu)  # memory pressure frees the clean folio
+        assert k.frames == {} or all(f.lru_list for f in k.frames.values())
+        yield from t.read(mm, 0)  # major fault: read in flight ~150 us
+        done.append(k.clock.now)
+
+    def second(t: Thread) -> ThreadGen:
+        yield from t.sleep(600_000)
+        # By now the first thread's read is in flight; this fault must wait for it.
+        yield from t.read(mm, 0)
+        done.append(k.clock.now)
+
+    engine.spawn("first", first, cpu=0, mm=mm)
+    engine.spawn("second", second, cpu=1, mm=mm)
+    engine.run()
+    assert k.counters["pswpout"] >= 1 and k.counters["pswpin"] == 1
+    assert k.check_invariants() == []
+    assert len(done) == 2
+
+
+def test_engine_stops_when_only_daemons_are_left(kernel: KernelFactory) -> None:
+    k = kernel("v5.19")
+    engine = Engine(k)
+
+    def spinner(t: Thread) -> ThreadGen:
+        while True:
+            yield from t.think(1_000_000)
+
+    def main(t: Thread) -> ThreadGen:
+        yield from t.think(5_000_000)
+
+    engine.spawn("spin", spinner, cpu=1, daemon=True)
+    engine.spawn("main", main, cpu=0)
+    engine.run()
+    assert engine.idle
+    assert 5_000_000 <= k.clock.now <= 6_000_000
+
+
+def test_the_same_threads_give_the_same_run(kernel: KernelFactory) -> None:
+    def once() -> tuple[object, ...]:
+        k = kernel("v5.18", swap="ssd")
+        engine = Engine(k)
+        mm = k.create_mm("m")
+        k.mmap(mm, 0, 8)
+
+        def worker(t: Thread) -> ThreadGen:
+            for i in range(40):
+                yield from t.write(mm, (i * 3 + t.cpu) % 8)
+                if i % 7 == 0:
+                    yield from t.madvise(mm, 0, 8, "pageout")
+
+        engine.spawn("a", worker, cpu=0, mm=mm)
+        engine.spawn("b", worker, cpu=1, mm=mm)
+        engine.run()
+        return (k.clock.now, tuple(sorted(k.counters.items())),
+                tuple((r.page, r.outcome, r.time_ns) for r in k.records))
+
+    assert once() == once()
