@@ -139,7 +139,7 @@ OPS: dict[str, OpSpec] = {
 }
 
 _TOP_KEYS = ("kernel", "geometry", "machine", "steps", "description", "name")
-_MACHINE_KEYS = ("cpus", "swap", "stable_writes", "swap_slots")
+_MACHINE_KEYS = ("cpus", "swap", "stable_writes", "swap_slots", "ram_pages")
 
 
 def _did_you_mean(key: str, known: list[str] | tuple[str, ...]) -> str:
@@ -272,8 +272,9 @@ def _parse_machine(value: object, source: str) -> Machine:
         raise ScenarioError(
             f"{source}: machine.swap: unknown device {swap!r}; expected one of {', '.join(DEVICES)}"
         )
-    for key, kind in (("cpus", _INT), ("stable_writes", _BOOL), ("swap_slots", _INT)):
-        if key in value and not _type_ok(kind, value[key]):
+    for key, kind in (("cpus", _INT), ("stable_writes", _BOOL), ("swap_slots", _INT),
+                      ("ram_pages", _INT)):
+        if key in value and value[key] is not None and not _type_ok(kind, value[key]):
             raise ScenarioError(f"{source}: machine.{key}: expected {kind}, got {value[key]!r}")
     try:
         return Machine(**value)

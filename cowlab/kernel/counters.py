@@ -35,6 +35,10 @@ COUNTER_NAMES: tuple[str, ...] = (
     "lru_add_drain_all",
     "ksm_merged",
     "pgscan",
+    "allocstall",
+    "pgmigrate_started",
+    "pgmigrate_success",
+    "pgmigrate_fail",
     "pages_allocated",
     "pages_copied",
 )

@@ -16,16 +16,19 @@ from typing import TYPE_CHECKING
 
 from cowlab.geometry import (
     make_pte,
+    make_swap_pte,
     pte_mkold,
     pte_pfn,
     pte_swp_clear_exclusive,
     pte_swp_clear_uffd_wp,
     pte_swp_exclusive,
+    pte_swp_soft_dirty,
     pte_wrprotect,
     swp_offset,
 )
 from cowlab.geometry import pte_clear_uffd_wp as _pte_clear_uffd
 from cowlab.kernel.folio import ZERO_PFN, Folio
+from cowlab.kernel.migrate import SWP_MIGRATION_READ, is_migration_entry, migration_pfn
 from cowlab.kernel.mm import MM
 
 if TYPE_CHECKING:
@@ -36,6 +39,8 @@ def fork_mm(k: Kernel, parent: MM, child_name: str, cpu: int = 0) -> MM:
     """dup_mmap() / copy_present_pte() / copy_nonpresent_pte() of every era."""
     k.check_cpu(cpu)
     k.charge(k.costs.syscall_ns)
+    if k.machine.ram_pages is not None:
+        k.direct_reclaim(cpu)
     cfg = k.config
     child = k.create_mm(child_name)
     ppt = parent.pt
@@ -55,6 +60,16 @@ def fork_mm(k: Kernel, parent: MM, child_name: str, cpu: int = 0) -> MM:
         for p in pages:
             k.busy_ns += k.costs.fork_pte_ns
             pte = ppt[p]
+            if not pte & 1 and is_migration_entry(pte):
+                # copy_nonpresent_pte(): a writable or exclusive migration entry becomes a
+                # readable one in both; the child's entry is restored with the parent's.
+                pte = make_swap_pte(
+                    SWP_MIGRATION_READ, swp_offset(pte), soft_dirty=pte_swp_soft_dirty(pte)
+                )
+                ppt[p] = pte
+                cpt[p] = pte
+                k.migration_entries[migration_pfn(pte)].append((child, p))
+                continue
             if not pte & 1:
                 # copy_nonpresent_pte(): the child shares the swap entry; v5.19+ the
                 # exclusive bit is cleared in both.

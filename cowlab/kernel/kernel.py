@@ -52,6 +52,12 @@ from cowlab.kernel.fork import fork_mm
 from cowlab.kernel.gup import GupHandle, get_user_pages, gup_read, gup_write, put_user_pages
 from cowlab.kernel.ksm import merge_pages
 from cowlab.kernel.lru import Lru
+from cowlab.kernel.migrate import (
+    finish_migration,
+    is_migration_entry,
+    migration_pfn,
+    start_migration,
+)
 from cowlab.kernel.mm import MM, PROTS, VMA
 from cowlab.kernel.policy import Policy
 from cowlab.kernel.presets import KernelConfig
@@ -70,6 +76,21 @@ from cowlab.kernel.reclaim import (
 from cowlab.kernel.safety import Truth, judge, page_truth
 from cowlab.kernel.swap import SwapDevice
 from cowlab.kernel.swapin import do_swap_page, finish_swap_path
+
+
+def watermarks(ram_pages: int | None) -> tuple[int, int, int]:
+    """(min, low, high) free-page watermarks for ``ram_pages`` of RAM.
+
+    min is ~sqrt(16 x RAM in KiB) as min_free_kbytes is sized (at least 128 KiB); low and
+    high add watermark_scale_factor's default 0.1% of RAM (at least min/4) each step.
+    """
+    if ram_pages is None:
+        return (0, 0, 0)
+    min_kb = max(128, int((ram_pages * 4 * 16) ** 0.5))
+    wmin = max(8, min_kb // 4)
+    step = max(wmin // 4, ram_pages // 1000)
+    return (wmin, wmin + step, wmin + 2 * step)
+
 
 ADVICES = ("pageout", "cold", "dontneed", "dontfork", "dofork", "collapse", "mergeable")
 
@@ -105,6 +126,8 @@ class Machine:
     swap: str = "zram"
     stable_writes: bool = False
     swap_slots: int = 1 << 20
+    #: RAM in 4 KiB pages; None for unlimited (no memory pressure).
+    ram_pages: int | None = None
 
     def device(self) -> DeviceSpec:
         """The :class:`DeviceSpec` for :attr:`swap` with :attr:`stable_writes` applied."""
@@ -123,6 +146,15 @@ class Machine:
         if not isinstance(self.swap, str) or self.swap not in DEVICES:
             raise KernelError(
                 f"machine.swap: unknown swap device {self.swap!r}; known: {', '.join(DEVICES)}"
+            )
+        if self.ram_pages is not None and (
+            not isinstance(self.ram_pages, int)
+            or isinstance(self.ram_pages, bool)
+            or self.ram_pages < 256
+        ):
+            raise KernelError(
+                f"machine.ram_pages: expected an integer of at least 256 pages (1 MiB), "
+                f"got {self.ram_pages!r}"
             )
         if (
             not isinstance(self.swap_slots, int)
@@ -170,6 +202,9 @@ class Kernel:
         self.keep_records = keep_records
         self.records: list[FaultRecord] = []
         self.violations: list[FaultRecord] = []
+        #: Migration entries by the PFN of the folio being migrated (migrate.py).
+        self.migration_entries: dict[int, list[tuple[MM, int]]] = {}
+        self.watermarks = watermarks(self.machine.ram_pages)
         #: How many times the policy has been asked.
         self.nr_decisions = 0
         #: Simulated ns the operation in progress has cost its thread so far.
@@ -195,6 +230,32 @@ class Kernel:
             frames[pfn + i] = folio
         self.counters["pages_allocated"] += nr
         return folio
+
+    @property
+    def nr_free_pages(self) -> int | None:
+        """Free RAM in pages (None when RAM is unlimited)."""
+        ram = self.machine.ram_pages
+        return None if ram is None else ram - len(self.frames)
+
+    def direct_reclaim(self, cpu: int) -> None:
+        """__alloc_pages_direct_reclaim(): below the min watermark, the allocating thread
+        reclaims until it is above it again; out of memory if nothing can be reclaimed.
+
+        It runs when a fault or fork starts, before any folio of that operation is held
+        (the kernel allocates, then rechecks the PTE; starting clean avoids the recheck).
+        """
+        free = self.nr_free_pages
+        if free is None or free > self.watermarks[0]:
+            return
+        target = self.watermarks[0] - free + 32
+        reclaimed = shrink_lru(self, target, cpu, "direct_reclaim")
+        self.counters["allocstall"] += 1
+        free = self.nr_free_pages
+        if not reclaimed and free is not None and free <= 0:
+            raise KernelError(
+                f"out of memory: {self.machine.ram_pages} pages of RAM are in use and none "
+                "could be reclaimed (raise machine.ram_pages or add swap)"
+            )
 
     def release_folio(self, folio: Folio) -> None:
         """__folio_put(): the last reference went away; free the frames."""
@@ -244,7 +305,8 @@ class Kernel:
             return
         if self.defer_sleeps:
             until = holder.release_at
-            if until is None:
+            if until is None or until <= self.clock.now:
+                # No known release time (or it passed): wake at the next event.
                 until = self.clock.next_event_time()
             if until is None:
                 raise KernelError(self._deadlock(folio))
@@ -404,6 +466,10 @@ class Kernel:
                     self.try_to_free_swap(folio)
                 if folio.refcount == 0:
                     self.release_folio(folio)
+            elif is_migration_entry(pte):
+                entries = self.migration_entries.get(migration_pfn(pte))
+                if entries is not None:
+                    entries.remove((mm, p))
             else:
                 self.free_swap_and_cache(swp_offset(pte), mm.id)
         if flush:
@@ -517,7 +583,13 @@ class Kernel:
         start = self.clock.now
         busy = self.busy_ns
         self.busy_ns += self.costs.fault_ns
+        if self.machine.ram_pages is not None:
+            self.direct_reclaim(cpu)
         pte = mm.pt.get(page, 0)
+        if pte and not pte & 1 and is_migration_entry(pte):
+            # migration_entry_wait(): sleep until the migration is over, then retry.
+            self.wait_for_unlock(self.frames[migration_pfn(pte)])
+            pte = mm.pt.get(page, 0)
         if pte == 0:
             rec = self._do_anonymous_page(mm, vma, page, cpu, write)
         elif not pte & 1:
@@ -879,6 +951,19 @@ class Kernel:
         userfaultfd_wp(self, mm, page, pages, enable)
 
     @operation
+    def migrate(self, folio: Folio, duration_ns: int) -> bool:
+        """Begin migrating ``folio`` (kcompactd, NUMA balancing): it stays locked and
+        unmapped behind migration entries for ``duration_ns``, then is copied to a new
+        folio (or restored if someone holds a reference). False if it cannot be migrated."""
+        if not start_migration(self, folio, self.clock.now + duration_ns):
+            return False
+        def done() -> None:
+            finish_migration(self, folio, 0)
+
+        self.clock.schedule(self.clock.now + duration_ns, done)
+        return True
+
+    @operation
     def reclaim(self, pages: int, cpu: int = 0) -> int:
         """Memory pressure: reclaim up to ``pages`` pages from the LRU (kswapd or direct
         reclaim on ``cpu``); returns how many were reclaimed."""
@@ -918,6 +1003,10 @@ class Kernel:
                 problems.append(f"{folio.describe()}: live folio without references")
         for mm in self.mms.values():
             for p, pte in mm.pt.items():
+                if is_migration_entry(pte):
+                    if (mm, p) not in self.migration_entries.get(migration_pfn(pte), ()):
+                        problems.append(f"mm {mm.name} page {p}: stray migration entry")
+                    continue
                 if not pte_present(pte):
                     off = swp_offset(pte)
                     if self.swap.owners.get(off, {}).get(mm.id, 0) <= 0:
