@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import cast
@@ -166,6 +167,20 @@ def cmd_kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """cowlab train CONFIG [KEY=VALUE ...] [--resume] [--trust-model]"""
+    from cowlab.config import ConfigError, load_config
+    from cowlab.train import TrainError, train
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        result = train(cfg, resume=args.resume, trust_model=args.trust_model,
+                       source=args.config)
+    except (ConfigError, TrainError) as exc:
+        raise CliError(str(exc)) from None
+    return 130 if result.interrupted else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every verb."""
     parser = argparse.ArgumentParser(
@@ -173,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate, compare and learn the Linux kernel's copy-on-write reuse rule.",
     )
     parser.add_argument("--version", action="version", version=f"cowlab {__version__}")
+    parser.add_argument(
+        "--trust-model",
+        dest="trust_models_global",
+        action="store_true",
+        help="load learned models (sb3:PATH) even without a matching sha256 sidecar "
+        "(model files are pickles: only for files you trust)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     scenario = sub.add_parser("scenario", help="run scripted scenario files")
@@ -220,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(handler=cmd_plugins)
     sub.add_parser("policies", help="list registered policies").set_defaults(handler=cmd_policies)
+    trainp = sub.add_parser("train", help="train a learned reuse policy (stable-baselines3)")
+    trainp.add_argument("config", help="training config YAML, e.g. configs/exclusive.yaml")
+    trainp.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides, e.g. seed=3 agent.total_timesteps=20000")
+    trainp.add_argument("--resume", action="store_true",
+                        help="continue from the run directory's last checkpoint")
+    trainp.add_argument("--trust-model", action="store_true",
+                        help="load the checkpoint even if its sha256 sidecar does not match")
+    trainp.set_defaults(handler=cmd_train)
     kernels = sub.add_parser("kernels", help="list kernel presets")
     kernels.add_argument("--facilities", action="store_true", help="show every facility flag")
     kernels.set_defaults(handler=cmd_kernels)
@@ -235,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cowlab`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "trust_models_global", False):
+        os.environ["COWLAB_TRUST_MODELS"] = "1"  # read by the sb3 policy when it loads
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

@@ -704,9 +704,26 @@ class PluginRegistry:
         Returns:
             A checked policy object.
 
+        ``prefix:argument`` names a registration ``prefix`` whose parameters include
+        ``path``, with ``path=argument``: ``sb3:runs/exclusive/model.zip``.
+
         Raises:
             PluginError: See :meth:`make`.
         """
+        prefix, sep, argument = name.partition(":")
+        if sep and name not in self.registrations["policy"]:
+            reg = self.get("policy", prefix, where=where)
+            if reg.params is None or "path" not in _schema_fields(reg.params):
+                raise PluginError(
+                    f"{_prefix(where)}policy {prefix!r} takes no path: "
+                    f"'{prefix}:{argument}' needs a policy with a 'path' parameter"
+                )
+            if not argument:
+                raise PluginError(f"{_prefix(where)}policy '{prefix}:' needs a path after ':'")
+            return cast(
+                Policy, self.make("policy", prefix, {**(params or {}), "path": argument},
+                                  where=where)
+            )
         return cast(Policy, self.make("policy", name, params, where=where))
 
     def _owner(self, reg: Registration) -> str:

@@ -37,6 +37,7 @@ from cowlab.kernel.kernel import ADVICES, Kernel, Machine
 from cowlab.kernel.mm import MM, PROTS
 from cowlab.kernel.policy import Policy
 from cowlab.kernel.presets import KernelConfig, PresetError, get_preset
+from cowlab.kernel.thp import HUGETLB_ORDERS, parse_thp
 from cowlab.metrics import summarize
 
 
@@ -60,6 +61,10 @@ class OpSpec:
 
 
 OPS: dict[str, OpSpec] = {
+    "mremap": OpSpec(
+        {"mm": (_STR, _REQ), "page": (_INT, _REQ), "pages": (_INT, 1), "new_page": (_INT, _REQ)},
+        "move a range to new_page (MREMAP_MAYMOVE | MREMAP_FIXED)",
+    ),
     "mmap": OpSpec(
         {
             "mm": (_STR, _REQ),
@@ -69,6 +74,7 @@ OPS: dict[str, OpSpec] = {
             "populate": (_BOOL, False),
             "prot": (_STR, "rw"),
             "cpu": (_INT, 0),
+            "hugetlb": (_STR, "none"),
         },
         "map anonymous private memory (creates the mm on first use)",
     ),
@@ -139,7 +145,7 @@ OPS: dict[str, OpSpec] = {
 }
 
 _TOP_KEYS = ("kernel", "geometry", "machine", "steps", "description", "name")
-_MACHINE_KEYS = ("cpus", "swap", "stable_writes", "swap_slots", "ram_pages")
+_MACHINE_KEYS = ("cpus", "swap", "stable_writes", "swap_slots", "ram_pages", "thp")
 
 
 def _did_you_mean(key: str, known: list[str] | tuple[str, ...]) -> str:
@@ -328,6 +334,14 @@ def _parse_step(index: int, raw: object, source: str) -> Step:
             )
     if op == "gup" and args["kind"] not in ("get", "pin"):
         raise ScenarioError(f"{where}: field 'kind' must be 'get' or 'pin', got {args['kind']!r}")
+    if op == "mmap":
+        try:
+            parse_thp(args["thp"])
+        except KernelError as exc:
+            raise ScenarioError(f"{where}: field 'thp': {exc}") from None
+        if args["hugetlb"] not in ("none", *HUGETLB_ORDERS):
+            raise ScenarioError(f"{where}: field 'hugetlb' must be none, 2m or 1g, "
+                                f"got {args['hugetlb']!r}")
     if op == "madvise" and args["advice"] not in ADVICES:
         raise ScenarioError(
             f"{where}: field 'advice': unknown advice {args['advice']!r}"
@@ -462,7 +476,9 @@ class ScenarioRunner:
                     raise KernelError(f"mm '{a['mm']}' has exited")
                 mm = self.mms[a["mm"]] = k.create_mm(a["mm"])
             yield from call(k.mmap, mm, a["page"], a["pages"], prot=a["prot"], thp=a["thp"],
-                            populate=a["populate"], cpu=a["cpu"])
+                            populate=a["populate"], cpu=a["cpu"], hugetlb=a["hugetlb"])
+        elif op == "mremap":
+            yield from call(k.mremap, self._mm(a["mm"]), a["page"], a["pages"], a["new_page"])
         elif op == "munmap":
             yield from call(k.munmap, self._mm(a["mm"]), a["page"], a["pages"])
         elif op == "write":

@@ -329,11 +329,17 @@ def test_gup_kind_other_than_get_or_pin_is_rejected(tmp_path: Path) -> None:
     assert "step 1 (gup): field 'kind' must be 'get' or 'pin', got 'grab'" in msg
 
 
-def test_thp_pmd_mmap_is_not_supported_yet(tmp_path: Path) -> None:
-    step = {"op": "mmap", "mm": "a", "page": 0, "pages": 512, "thp": "pmd"}
-    _, msg = run_error(tmp_path, {"steps": [step]})
+def test_mthp_on_a_kernel_without_it_names_the_kernel(tmp_path: Path) -> None:
+    step = {"op": "mmap", "mm": "a", "page": 0, "pages": 64, "thp": "mthp-4"}
+    _, msg = run_error(tmp_path, {"kernel": "v5.19", "steps": [step]})
     assert "step 0 (mmap):" in msg
-    assert "thp: pmd is not supported yet" in msg
+    assert "needs multi-size THP" in msg and "v5.19" in msg
+
+
+def test_an_unknown_thp_mode_is_rejected_before_running(tmp_path: Path) -> None:
+    step = {"op": "mmap", "mm": "a", "page": 0, "pages": 512, "thp": "huge"}
+    _, msg = load_error(tmp_path, {"steps": [step]})
+    assert "step 0 (mmap): field 'thp'" in msg
 
 
 def test_ksm_merge_of_pages_with_different_contents_is_refused(tmp_path: Path) -> None:
@@ -584,6 +590,7 @@ def test_every_op_in_OPS_is_dispatched_by_the_runner(tmp_path: Path) -> None:
         {"op": "lru_drain", "cpu": 0},
         {"op": "lru_drain", "cpu": "all"},
         {"op": "madvise", "mm": "parent", "page": 6, "advice": "dontneed"},
+        {"op": "mremap", "mm": "parent", "page": 6, "new_page": 100},
         {"op": "munmap", "mm": "child", "page": 0, "pages": 8},
         {"op": "exit", "mm": "child"},
     ]

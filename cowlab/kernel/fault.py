@@ -113,8 +113,13 @@ class FaultView:
 
     @property
     def mapcount(self) -> int:
-        """page_mapcount() of the faulting page (PTE maps of it plus PMD maps)."""
-        return self._folio.page_mapcount(self._index)
+        """page_mapcount() of the faulting page (PTE maps of it plus PMD maps); for a large
+        folio the highest mapcount of any of its pages (page_trans_huge_mapcount()), the
+        count reuse_swap_page() used up to v5.17."""
+        folio = self._folio
+        if folio.order:
+            return folio.max_page_mapcount()
+        return folio.mapcount[0]
 
     @property
     def large_mapcount(self) -> int:

@@ -56,12 +56,16 @@ class Folio:
         "dirty",
         "entire_mapcount",
         "freed",
+        "hugetlb",
         "ksm",
         "ledger",
         "lock",
         "lru",
         "lru_list",
         "mapcount",
+        "maybe_shared",
+        "mm_counts",
+        "mm_ids",
         "nr_pages",
         "order",
         "pae",
@@ -87,6 +91,7 @@ class Folio:
         #: Page contents: one opaque token per base page (a write stores a new one).
         self.data: list[object] = [None] * self.nr_pages
         self.anon = True
+        self.hugetlb = False
         self.ksm = False
         self.dirty = False
         self.lru = False  # PG_lru: on an LRU list (not in a batch, not isolated)
@@ -98,6 +103,12 @@ class Folio:
         #: Swap entry (type, first offset) while in the swapcache, else None.
         self.swap_entry: tuple[int, int] | None = None
         self.freed = False
+        # v6.15 per-mm mapcount tracking of large folios (1da190f4d0a6's series): two
+        # slots of (mm id, mappings); a third mm sets maybe_shared, which clears only
+        # when every mapping belongs to one tracked mm again.
+        self.mm_ids: list[int | None] = [None, None]
+        self.mm_counts = [0, 0]
+        self.maybe_shared = False
 
     # -- derived state -------------------------------------------------------------------
     @property
@@ -123,6 +134,12 @@ class Folio:
     def page_mapcount(self, index: int) -> int:
         """page_mapcount(): PTE mappings of one page plus the folio's PMD mappings."""
         return self.mapcount[index] + self.entire_mapcount
+
+    def max_page_mapcount(self) -> int:
+        """page_trans_huge_mapcount(): the highest mapcount of any page of the folio."""
+        if not self.order:
+            return self.mapcount[0]
+        return max(self.mapcount) + self.entire_mapcount
 
     def maybe_dma_pinned(self) -> bool:
         """folio_maybe_dma_pinned(): exact pincount for large folios, bias test for small."""
@@ -154,22 +171,55 @@ class Folio:
         +1 mapcount."""
         self.get(PTE, owner, 1, index)
         self.mapcount[index] += 1
+        if self.order:
+            self._track(owner[0], 1)
 
     def unmap_pte(self, owner: tuple[int, int], index: int) -> None:
         """The reverse of :meth:`map_pte`."""
         self.put(PTE, owner, 1, index)
         self.mapcount[index] -= 1
+        if self.order:
+            self._track(owner[0], -1)
 
     def map_pmd(self, owner: tuple[int, int]) -> None:
         """A PMD of ``owner = (mm id, first virtual page)`` maps the whole folio: +1 ref,
         entire mapcount +1."""
         self.get(PMD, owner)
         self.entire_mapcount += 1
+        self._track(owner[0], 1)
 
     def unmap_pmd(self, owner: tuple[int, int]) -> None:
         """The reverse of :meth:`map_pmd`."""
         self.put(PMD, owner)
         self.entire_mapcount -= 1
+        self._track(owner[0], -1)
+
+    def _track(self, mm_id: int, delta: int) -> None:
+        """folio_add/remove_large_mapcount(): per-mm mapcounts in two slots."""
+        ids, counts = self.mm_ids, self.mm_counts
+        if mm_id in ids:
+            i = ids.index(mm_id)
+            counts[i] += delta
+            if not counts[i]:
+                ids[i] = None
+        elif delta > 0:
+            if None in ids:
+                i = ids.index(None)
+                ids[i] = mm_id
+                counts[i] = delta
+            else:
+                self.maybe_shared = True
+        if self.maybe_shared:
+            total = self.large_mapcount
+            if total == 0 or total in counts:
+                self.maybe_shared = False
+
+    def maybe_mapped_shared(self) -> bool:
+        """folio_maybe_mapped_shared() (v6.15): never a false negative, sometimes a false
+        positive (an untracked third mm)."""
+        if not self.order:
+            return self.mapcount[0] > 1
+        return self.maybe_shared or (self.mm_counts[0] > 0 and self.mm_counts[1] > 0)
 
     def pin(self, handle: int) -> None:
         """FOLL_PIN: +1024 refs on a small folio; +1 ref and pincount +1 on a large one."""

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from cowlab.geometry import (
+    _PAGE_PSE,
     make_pte,
     make_swap_pte,
     pte_mkold,
@@ -30,6 +31,7 @@ from cowlab.geometry import pte_clear_uffd_wp as _pte_clear_uffd
 from cowlab.kernel.folio import ZERO_PFN, Folio
 from cowlab.kernel.migrate import SWP_MIGRATION_READ, is_migration_entry, migration_pfn
 from cowlab.kernel.mm import MM
+from cowlab.kernel.thp import split_pmd
 
 if TYPE_CHECKING:
     from cowlab.kernel.kernel import Kernel
@@ -85,6 +87,13 @@ def fork_mm(k: Kernel, parent: MM, child_name: str, cpu: int = 0) -> MM:
                 continue
             folio = k.frames[pfn]
             sub = pfn - folio.pfn
+            if pte & _PAGE_PSE:
+                if sub:
+                    continue  # handled with the first page of the huge mapping
+                if not copy_huge_mapping(k, parent, child, p, folio, cpu):
+                    continue
+                # A pinned THP: split the PMD and copy its pages one by one (v5.9+).
+                pte = ppt[p]
             if must_copy_at_fork(k, parent, folio, sub):
                 copy_page_for_child(k, child, p, folio, sub, cpu)
                 continue
@@ -99,6 +108,41 @@ def fork_mm(k: Kernel, parent: MM, child_name: str, cpu: int = 0) -> MM:
     if wrprotected:
         k.flush_tlb(parent, cpu)
     return child
+
+
+def copy_huge_mapping(k: Kernel, parent: MM, child: MM, start: int, folio: Folio,
+                      cpu: int) -> bool:
+    """copy_huge_pmd() / copy_hugetlb_page_range(): share the huge mapping read-only with
+    the child (clearing PageAnonExclusive), or, for a page that may be pinned by a process
+    that has pinned, copy a hugetlb page for the child at once / split a THP's PMD. Returns
+    True when the caller must continue with the split PMD's PTEs."""
+    nr = folio.nr_pages
+    if must_copy_at_fork(k, parent, folio, 0):
+        if not folio.hugetlb:
+            split_pmd(k, parent, start)
+            return True
+        new = k.alloc_folio(folio.order)
+        new.hugetlb = True
+        new.data = list(folio.data)
+        if k.config.anon_exclusive:
+            new.pae = [True] * nr
+        new.map_pmd((child.id, start))
+        for i in range(nr):
+            child.pt[start + i] = make_pte(new.pfn + i, write=True, dirty=True,
+                                           soft_dirty=True, huge=True)
+        k.charge(k.costs.copy_ns(nr))
+        k.counters["pages_copied"] += nr
+        return False
+    if k.config.anon_exclusive:
+        folio.pae = [False] * nr
+    folio.map_pmd((child.id, start))
+    ppt = parent.pt
+    for i in range(nr):
+        pte = pte_wrprotect(ppt[start + i])
+        ppt[start + i] = pte
+        child.pt[start + i] = _pte_clear_uffd(pte_mkold(pte))
+    k.flush_tlb(parent, cpu)
+    return False
 
 
 def must_copy_at_fork(k: Kernel, parent: MM, folio: Folio, sub: int) -> bool:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cowlab.geometry import (
+    _PAGE_ACCESSED,
+    _PAGE_PSE,
     DEFAULT_GEOMETRY,
     Geometry,
     GeometryError,
@@ -59,6 +61,7 @@ from cowlab.kernel.migrate import (
     start_migration,
 )
 from cowlab.kernel.mm import MM, PROTS, VMA
+from cowlab.kernel.mremap import move_range
 from cowlab.kernel.policy import Policy
 from cowlab.kernel.presets import KernelConfig
 from cowlab.kernel.protect import (
@@ -76,6 +79,19 @@ from cowlab.kernel.reclaim import (
 from cowlab.kernel.safety import Truth, judge, page_truth
 from cowlab.kernel.swap import SwapDevice
 from cowlab.kernel.swapin import do_swap_page, finish_swap_path
+from cowlab.kernel.thp import (
+    HUGETLB_ORDERS,
+    collapse,
+    copy_huge,
+    fault_order,
+    hugetlb_wp,
+    map_new_large,
+    note_partially_mapped,
+    parse_thp,
+    reuse_pmd,
+    split_pmd,
+    split_pmds_in,
+)
 
 
 def watermarks(ram_pages: int | None) -> tuple[int, int, int]:
@@ -128,6 +144,9 @@ class Machine:
     swap_slots: int = 1 << 20
     #: RAM in 4 KiB pages; None for unlimited (no memory pressure).
     ram_pages: int | None = None
+    #: /sys/kernel/mm/transparent_hugepage/enabled: "madvise" (only mappings that ask,
+    #: ``thp:`` in mmap), "always" (the same here: every mapping states its wish), "never".
+    thp: str = "madvise"
 
     def device(self) -> DeviceSpec:
         """The :class:`DeviceSpec` for :attr:`swap` with :attr:`stable_writes` applied."""
@@ -146,6 +165,10 @@ class Machine:
         if not isinstance(self.swap, str) or self.swap not in DEVICES:
             raise KernelError(
                 f"machine.swap: unknown swap device {self.swap!r}; known: {', '.join(DEVICES)}"
+            )
+        if self.thp not in ("always", "madvise", "never"):
+            raise KernelError(
+                f"machine.thp: expected always, madvise or never, got {self.thp!r}"
             )
         if self.ram_pages is not None and (
             not isinstance(self.ram_pages, int)
@@ -202,6 +225,8 @@ class Kernel:
         self.keep_records = keep_records
         self.records: list[FaultRecord] = []
         self.violations: list[FaultRecord] = []
+        #: Large folios left partly mapped, waiting for deferred_split_scan() (thp.py).
+        self.deferred_split: dict[int, Folio] = {}
         #: Migration entries by the PFN of the folio being migrated (migrate.py).
         self.migration_entries: dict[int, list[tuple[MM, int]]] = {}
         self.watermarks = watermarks(self.machine.ram_pages)
@@ -359,8 +384,7 @@ class Kernel:
         """folio_maybe_mapped_shared() where the era has it (v6.15), else None."""
         if not self.config.folio_mm_ids:
             return None
-        mms = {owner[0] for owner, _sub, _n in folio.holders(PTE)}
-        return len(mms) > 1
+        return folio.maybe_mapped_shared()
 
     # ==================================================================================
     # address spaces
@@ -394,20 +418,40 @@ class Kernel:
         thp: str = "none",
         populate: bool = False,
         cpu: int = 0,
+        hugetlb: str = "none",
     ) -> VMA:
-        """mmap(MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED_NOREPLACE) of ``pages`` at ``page``."""
+        """mmap(MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED_NOREPLACE) of ``pages`` at ``page``.
+
+        ``thp`` asks for transparent huge pages (``pmd``: 2 MiB THP, ``mthp-<order>``:
+        multi-size THP, from v6.8) as MADV_HUGEPAGE would; ``hugetlb`` (``2m``, ``1g``)
+        maps hugetlbfs pages instead (MAP_HUGETLB), which needs aligned ranges.
+        """
         self.check_range(page, pages)
         self.check_cpu(cpu)
         if prot not in PROTS:
             raise KernelError(f"unknown protection {prot!r} (expected one of {', '.join(PROTS)})")
-        if thp != "none":
+        order = parse_thp(thp)
+        if 2 <= order < 9 and not self.config.mthp:
             raise KernelError(
-                f"thp: {thp} is not supported yet: large folios (THP, mTHP) are not modelled "
-                "in this version; use thp: none"
+                f"thp: {thp} needs multi-size THP, which kernel {self.config.name} does not "
+                "have (v6.8+, 19eaf44954df); use thp: pmd or a v6.9+ preset"
             )
+        huge_order = 0
+        if hugetlb != "none":
+            if hugetlb not in HUGETLB_ORDERS:
+                raise KernelError(f"hugetlb: expected none, 2m or 1g, got {hugetlb!r}")
+            if thp != "none":
+                raise KernelError("a mapping is either hugetlb or THP, not both")
+            huge_order = HUGETLB_ORDERS[hugetlb]
+            nr = 1 << huge_order
+            if page % nr or pages % nr:
+                raise KernelError(
+                    f"hugetlb {hugetlb}: page {page} and pages {pages} must be multiples of "
+                    f"{nr} (EINVAL)"
+                )
         if mm.overlaps(page, page + pages):
             raise KernelError(f"mm {mm.name}: pages {page}..{page + pages - 1} overlap a mapping")
-        vma = VMA(page, page + pages, prot, thp)
+        vma = VMA(page, page + pages, prot, thp, hugetlb=huge_order)
         mm.insert_vma(vma)
         self.busy_ns += self.costs.syscall_ns
         if populate and prot != "none":
@@ -440,6 +484,15 @@ class Kernel:
         swap PTEs (free_swap_and_cache)."""
         pt = mm.pt
         flush = False
+        huge = [v for v in mm.vmas if v.hugetlb and v.start < end and start < v.end]
+        for v in huge:
+            nr = 1 << v.hugetlb
+            if max(start, v.start) % nr or min(end, v.end) % nr:
+                raise KernelError(
+                    f"mm {mm.name}: pages {start}..{end - 1} cut a hugetlb page in part (EINVAL)"
+                )
+        split_pmds_in(self, mm, start, end)
+        huge_heads: list[tuple[int, Folio]] = []
         if end - start <= len(pt):
             pages: Iterable[int] = [p for p in range(start, end) if p in pt]
         else:
@@ -454,8 +507,16 @@ class Kernel:
                 sub = pfn - folio.pfn
                 if pte_dirty(pte):
                     folio.dirty = True
-                folio.unmap_pte((mm.id, p), sub)
                 flush = True
+                if pte & _PAGE_PSE:
+                    # zap_huge_pmd() (any PMD the range covers in part was split above);
+                    # dropped once all its entries are gone.
+                    if sub == 0:
+                        huge_heads.append((p, folio))
+                    continue
+                folio.unmap_pte((mm.id, p), sub)
+                if folio.order and folio.refcount:
+                    note_partially_mapped(self, folio)
                 # free_pages_and_swap_cache() -> free_swap_cache(): an unmapped folio
                 # leaves the swapcache if it can be locked and freed.
                 if (
@@ -472,6 +533,10 @@ class Kernel:
                     entries.remove((mm, p))
             else:
                 self.free_swap_and_cache(swp_offset(pte), mm.id)
+        for p, folio in huge_heads:
+            folio.unmap_pmd((mm.id, p))
+            if folio.refcount == 0:
+                self.release_folio(folio)
         if flush:
             self.flush_tlb(mm, None)
 
@@ -597,7 +662,8 @@ class Kernel:
         elif write or unshare:
             rec = self.wp_fault(mm, vma, page, pte, cpu, unshare=unshare)
         else:
-            mm.pt[page] = pte_mkyoung(pte)
+            if not pte & _PAGE_ACCESSED:
+                mm.pt[page] = pte_mkyoung(pte)
             rec = None
         if rec is not None:
             rec.time_ns = start
@@ -629,10 +695,22 @@ class Kernel:
             self.busy_ns += self.costs.fault_ns
             if pte_write(pte):
                 return FaultRecord(mm.name, page, cpu, "none", "none")
-        return self.do_wp_page(
-            mm, vma, page, pte, cpu, unshare=unshare,
-            fault_kind="unshare" if unshare else fault_kind,
-        )
+        kind = "unshare" if unshare else fault_kind
+        if pte & _PAGE_PSE:
+            folio = self.frames[pte_pfn(pte)]
+            if folio.hugetlb:
+                return hugetlb_wp(self, mm, vma, page, folio, cpu, unshare, kind)
+            return self.do_huge_pmd_wp_page(mm, vma, page, folio, pte, cpu, unshare, kind)
+        return self.do_wp_page(mm, vma, page, pte, cpu, unshare=unshare, fault_kind=kind)
+
+    def do_huge_pmd_wp_page(self, mm: MM, vma: VMA, page: int, folio: Folio, pte: int,
+                            cpu: int, unshare: bool, fault_kind: str) -> FaultRecord:
+        """do_huge_pmd_wp_page(): ask the policy on path ``pmd`` about the whole THP."""
+        index = pte_pfn(pte) - folio.pfn
+        if unshare and (not self.config.anon_exclusive or folio.pae[index]):
+            return FaultRecord(mm.name, page, cpu, "unshare", "none", exclusive=True)
+        return self.decide_and_apply(mm, vma, page, folio, index, cpu, path="pmd", pte=pte,
+                                     unshare=unshare, fault_kind=fault_kind)
 
     def _new_anon_pte(self, folio: Folio, vma: VMA, *, write: bool) -> int:
         return make_pte(folio.pfn, write=write and vma.writable, dirty=write, soft_dirty=True)
@@ -641,6 +719,10 @@ class Kernel:
         self, mm: MM, vma: VMA, page: int, cpu: int, write: bool
     ) -> FaultRecord | None:
         """do_anonymous_page(): the zero page on a read, a new exclusive page on a write."""
+        order = fault_order(self, mm, vma, page) if (vma.thp != "none" or vma.hugetlb) else 0
+        if order and (write or vma.hugetlb):
+            rec = map_new_large(self, mm, vma, page, order, cpu, write)
+            return rec if write else None
         if not write:
             mm.pt[page] = make_pte(ZERO_PFN, write=False)
             return None
@@ -706,9 +788,10 @@ class Kernel:
         on_swap_path = path == "swap"
         if on_swap_path:
             view.locked_by_policy = True  # do_swap_page holds the folio lock
+        # A PMD reuse makes the whole folio writable: every page must be exclusive.
         truth = page_truth(
             folio,
-            index,
+            None if path == "pmd" else index,
             mm.id,
             page,
             cpu,
@@ -748,6 +831,23 @@ class Kernel:
                 # Mapped read-only: the write continues into do_wp_page().
                 return self.do_wp_page(mm, vma, page, mm.pt[page], cpu, fault_kind="swap")
             counters["swapin_reuse"] += 1
+        elif path == "pmd":
+            if view.locked_by_policy:
+                self.unlock_folio(folio)
+            start = page - index
+            if reuse:
+                reuse_pmd(self, mm, start, folio, unshare)
+                counters["pgreuse"] += 1
+                counters["anon_wp_reuse"] += 1
+            elif not self.config.thp_cow_copies_whole:
+                # v5.8+ (3917c80280c9): split the PMD and fall back to the 4 KiB page.
+                split_pmd(self, mm, start)
+                return self.do_wp_page(mm, vma, page, mm.pt[page], cpu, unshare=unshare,
+                                       fault_kind=fault_kind or "wp")
+            else:
+                copy_huge(self, mm, start, folio, cpu, unshare)
+                reason = decision.reason
+                counters["anon_wp_copy_" + (reason if reason in COPY_REASONS else "policy")] += 1
         else:
             if view.locked_by_policy:
                 self.unlock_folio(folio)
@@ -833,9 +933,12 @@ class Kernel:
         self.flush_tlb(mm, cpu)
 
     def put_mapping(self, folio: Folio, mm_id: int, page: int, sub: int) -> None:
+        """Drop one PTE mapping; a large folio left partly mapped queues for a split."""
         folio.unmap_pte((mm_id, page), sub)
         if folio.refcount == 0:
             self.release_folio(folio)
+        elif folio.order:
+            note_partially_mapped(self, folio)
 
     # ==================================================================================
     # fork
@@ -873,10 +976,10 @@ class Kernel:
             for vma in mm.split_range(page, end):
                 vma.mergeable = True
         else:
-            raise KernelError(
-                "madvise collapse is not supported yet: large folios (THP) are "
-                "not modelled in this version"
-            )
+            # MADV_COLLAPSE (v6.1, 7d8faaf15545): every aligned 2 MiB block in the range.
+            first = (page + 511) & ~511
+            for start in range(first, end - 511, 512):
+                collapse(self, mm, start, cpu)
 
     # ==================================================================================
 
@@ -964,6 +1067,12 @@ class Kernel:
         return True
 
     @operation
+    def mremap(self, mm: MM, page: int, pages: int, new_page: int) -> None:
+        """mremap() ``[page, page+pages)`` to ``new_page`` (MREMAP_MAYMOVE|MREMAP_FIXED)."""
+        self.busy_ns += self.costs.syscall_ns
+        move_range(self, mm, page, pages, new_page)
+
+    @operation
     def reclaim(self, pages: int, cpu: int = 0) -> int:
         """Memory pressure: reclaim up to ``pages`` pages from the LRU (kswapd or direct
         reclaim on ``cpu``); returns how many were reclaimed."""
@@ -1021,7 +1130,10 @@ class Kernel:
                     continue
                 folio = mapped
                 sub = pfn - folio.pfn
-                if folio.ledger.get((PTE, (mm.id, p), sub), 0) != 1:
+                if pte & _PAGE_PSE:
+                    if folio.ledger.get(("pmd", (mm.id, p - sub), 0), 0) != 1:
+                        problems.append(f"mm {mm.name} page {p}: PMD mapping not in the ledger")
+                elif folio.ledger.get((PTE, (mm.id, p), sub), 0) != 1:
                     problems.append(f"mm {mm.name} page {p}: mapping missing from the ledger")
                 mapped_by.setdefault((folio.pfn, sub), set()).add(mm.id)
                 if (

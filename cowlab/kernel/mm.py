@@ -33,6 +33,8 @@ class VMA:
     mergeable: bool = False
     uffd_wp: bool = False
     softdirty: bool = True
+    #: hugetlb page order (9: 2 MiB, 18: 1 GiB), 0 for ordinary anonymous memory.
+    hugetlb: int = 0
 
     @property
     def pages(self) -> int:
@@ -65,6 +67,7 @@ class VMA:
             self.mergeable,
             self.uffd_wp,
             self.softdirty,
+            self.hugetlb,
         )
 
 

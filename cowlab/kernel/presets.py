@@ -63,6 +63,15 @@ class KernelConfig:
     #: v6.15 (1da190f4d0a6): large folios track up to two mm ids with per-mm mapcounts,
     #: exposing folio_maybe_mapped_shared() to the reuse rule.
     folio_mm_ids: bool = False
+    #: Up to v5.7 a COW fault on a PMD-mapped THP copies the whole 2 MiB page; v5.8
+    #: (3917c80280c9 "thp: change CoW semantics for anon-THP") splits the PMD instead.
+    thp_cow_copies_whole: bool = False
+    #: v6.8+ (19eaf44954df "mm: thp: support allocation of anonymous multi-size THP"):
+    #: anonymous faults may allocate mTHP folios of orders 2..8.
+    mthp: bool = False
+    #: v6.10+ (845982eb264b "mm: swap: allow storage of all mTHP orders"): mTHP folios are
+    #: swapped out whole instead of being split first.
+    mthp_swapout: bool = False
     #: swap readahead window 2^page_cluster (vm.page-cluster, default 3).
     page_cluster: int = 3
 
@@ -120,6 +129,7 @@ _V5_7 = KernelConfig(
     default_policy="legacy",
     description="mapcount + swapcount rule (reuse_swap_page), sleeps on the page lock",
     new_anon_active=True,
+    thp_cow_copies_whole=True,
 )
 _V5_8 = dataclasses.replace(
     _V5_7,
@@ -127,6 +137,7 @@ _V5_8 = dataclasses.replace(
     era="B",
     description="as v5.7, but GUP on a COW mapping breaks COW first (17839856fd58)",
     gup_cow_break=True,
+    thp_cow_copies_whole=False,
 )
 _V5_9 = dataclasses.replace(
     _V5_7,
@@ -136,6 +147,7 @@ _V5_9 = dataclasses.replace(
     description="page_count rule in do_wp_page (09854ba94c6a); fork copies pinned pages",
     fork_copies_pinned=True,
     new_anon_active=False,
+    thp_cow_copies_whole=False,
 )
 _V5_18 = dataclasses.replace(
     _V5_9,
@@ -165,6 +177,7 @@ _V6_9 = dataclasses.replace(
     description="as v5.19; large folios never reused through the refcount path; batch of 31",
     mprotect_upgrade_exclusive=True,
     lru_batch_size=31,
+    mthp=True,
 )
 _V6_11 = dataclasses.replace(
     _V6_9,
@@ -172,6 +185,7 @@ _V6_11 = dataclasses.replace(
     era="F",
     description="as v6.9; swap-in maps an exclusive folio writable on a read fault (c18160dba5ff)",
     swapin_map_writable_on_read=True,
+    mthp_swapout=True,
 )
 _V6_15 = dataclasses.replace(
     _V6_11,

@@ -27,6 +27,7 @@ from cowlab.geometry import pte_mkuffd_wp as _pte_mkuffd
 from cowlab.kernel.errors import KernelError
 from cowlab.kernel.folio import ZERO_PFN
 from cowlab.kernel.mm import MM, PROTS, VMA
+from cowlab.kernel.thp import split_pmds_in
 
 if TYPE_CHECKING:
     from cowlab.kernel.kernel import Kernel
@@ -44,6 +45,7 @@ def change_protection(k: Kernel, mm: MM, page: int, pages: int, prot: str) -> No
             f"mm {mm.name}: mprotect of pages {page}..{end - 1}: part of the "
             "range is not mapped (ENOMEM)"
         )
+    split_pmds_in(k, mm, page, end)
     flush = False
     for vma in mm.split_range(page, end):
         vma.prot = prot
@@ -98,6 +100,7 @@ def userfaultfd_wp(k: Kernel, mm: MM, page: int, pages: int, enable: bool) -> No
         raise KernelError(
             f"mm {mm.name}: uffd_wp of pages {page}..{end - 1}: part of the range is not mapped"
         )
+    split_pmds_in(k, mm, page, end)
     for vma in mm.split_range(page, end):
         vma.uffd_wp = True
         for p in range(vma.start, vma.end):

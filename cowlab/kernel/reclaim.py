@@ -24,6 +24,7 @@ from cowlab.geometry import (
 from cowlab.kernel.folio import ISOLATED, PTE, ZERO_PFN, Folio
 from cowlab.kernel.mm import MM
 from cowlab.kernel.swap import SwapFullError
+from cowlab.kernel.thp import split_deferred, split_folio, split_pmd
 
 if TYPE_CHECKING:
     from cowlab.kernel.kernel import Kernel
@@ -45,7 +46,19 @@ def madvise_pageout(k: Kernel, mm: MM, start: int, end: int, cpu: int) -> None:
     mapped only here that is on the LRU, and reclaim it (reclaim_pages())."""
     k.lru_add_drain(cpu)
     isolated: list[Folio] = []
-    for _p, folio, sub in present_folios(k, mm, start, end):
+    for p, folio, sub in present_folios(k, mm, start, end):
+        if folio.order:
+            if folio.hugetlb:
+                continue
+            # A large folio partly outside the range, or shared, is split first
+            # (madvise_cold_or_pageout_pte_range()); if that fails it is left alone.
+            first = p - sub
+            if (first < start or first + folio.nr_pages > end
+                    or folio.max_page_mapcount() != 1):
+                if not folio.lru or not split_folio(k, folio):
+                    continue
+                folio = k.frames[folio.pfn + sub]
+                sub = 0
         # "Do not interfere with other mappings of this folio and non-LRU folio."
         # (An isolated folio is off the LRU, so it is never taken twice.)
         if not folio.lru or folio.page_mapcount(sub) != 1:
@@ -74,13 +87,23 @@ def reclaim_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
     (folio_putback_lru() queues it in the local batch). ``who`` isolated it (the owner
     of its ISOLATED reference). Returns True if freed."""
     cfg = k.config
-    if folio.lock is not None or folio.writeback or folio.ksm:
+    if folio.lock is not None or folio.writeback or folio.ksm or folio.hugetlb:
         return putback_folio(k, folio, cpu, who)
+    if folio.order and folio.swap_entry is None and folio.order < 9 and not cfg.mthp_swapout:
+        # Before v6.10 an mTHP folio is split to be swapped out page by page; the pieces
+        # go back to the LRU and are reclaimed on their own.
+        if not split_folio_isolated(k, folio, who):
+            return putback_folio(k, folio, cpu, who)
+        return False
+    # try_to_unmap(TTU_SPLIT_HUGE_PMD): PMD mappings become PTEs first.
+    for kind, owner, _sub in list(folio.ledger):
+        if kind == "pmd":
+            split_pmd(k, k.mms[owner[0]], owner[1])
     k.lock_folio(folio, "reclaim")
     swap = k.swap
     if folio.swap_entry is None:
         try:
-            offset = swap.alloc_slot()
+            offset = swap.alloc_slots(folio.nr_pages)
         except SwapFullError:
             k.unlock_folio(folio)
             return putback_folio(k, folio, cpu, who)
@@ -177,6 +200,19 @@ def reclaim_unmapped_swapcache(k: Kernel) -> int:
     return freed
 
 
+def split_folio_isolated(k: Kernel, folio: Folio, who: str) -> bool:
+    """Split an isolated large folio: its pieces return to the inactive list."""
+    folio.put(ISOLATED, who)
+    if split_folio(k, folio):
+        for i in range(folio.nr_pages):
+            piece = k.frames.get(folio.pfn + i)
+            if piece is not None:
+                k.lru.add_to_list(piece, "inactive")
+        return True
+    folio.get(ISOLATED, who)
+    return False
+
+
 def folio_referenced(k: Kernel, folio: Folio) -> int:
     """folio_referenced(): how many PTEs mapping the folio are young; clears them."""
     young = 0
@@ -205,6 +241,7 @@ def shrink_lru(k: Kernel, nr_to_reclaim: int, cpu: int, who: str = "kswapd") -> 
     """
     lru = k.lru
     lru.drain_cpu(cpu)
+    split_deferred(k)  # the deferred-split shrinker runs under the same pressure
     while len(lru.active) > len(lru.inactive):
         oldest = next(iter(lru.active.values()))
         folio_referenced(k, oldest)

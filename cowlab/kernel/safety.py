@@ -66,7 +66,7 @@ class Truth(NamedTuple):
 
 def page_truth(
     folio: Folio,
-    index: int,
+    index: int | None,
     mm_id: int,
     page: int,
     cpu: int,
@@ -76,7 +76,8 @@ def page_truth(
     mapped_by_writer: int = 1,
 ) -> Truth:
     """Ground truth for a write by ``mm_id`` at virtual ``page`` (on ``cpu``) to page
-    ``index`` of ``folio``.
+    ``index`` of ``folio``; ``index`` None means the whole folio (a PMD-mapped THP or a
+    hugetlb page, which a reuse makes writable as a whole).
 
     ``mapped_by_writer`` is how many of the writer's mappings of this page are
     expected (1 on the wp path; 0 on the swap path, before do_swap_page maps it).
@@ -86,20 +87,28 @@ def page_truth(
     own_gup = False
     for kind, owner, sub in folio.ledger:
         if kind == PTE:
-            if sub != index:
+            if index is not None and sub != index:
                 continue
             owner_mm, owner_page = owner
             if owner_mm != mm_id:
                 foreign.append(f"mapping of mm {owner_mm}")
-            elif owner_page != page or not mapped_by_writer:
+            elif index is None or owner_page != page or not mapped_by_writer:
                 foreign.append(f"second mapping in mm {owner_mm} at page {owner_page}")
         elif kind == PMD:
             owner_mm, owner_page = owner
             if owner_mm != mm_id:
                 foreign.append(f"PMD mapping of mm {owner_mm}")
+            elif index is not None or owner_page != page & ~(folio.nr_pages - 1):
+                # The writer's own PMD elsewhere (or, on the PTE path, at all).
+                foreign.append(f"second mapping in mm {owner_mm} at page {owner_page}")
         elif kind in (GUP, PIN):
             handle = gups.get(owner)
-            if handle is None or handle.pfn != folio.pfn + index:
+            if handle is None:
+                continue
+            if index is None:
+                if not folio.pfn <= handle.pfn < folio.pfn + folio.nr_pages:
+                    continue
+            elif handle.pfn != folio.pfn + index:
                 continue
             if handle.mm_id != mm_id:
                 foreign.append(f"{kind} '{handle.name}' of mm {handle.mm_id}")
@@ -117,8 +126,10 @@ def page_truth(
             blockers.append("speculative")
         elif kind == FAULT:
             pass
-    if folio.swap_entry is not None and swap is not None:
-        owners = swap.owners.get(folio.swap_entry[1] + index)
+    entry = folio.swap_entry
+    slots = range(folio.nr_pages) if index is None else (index,)
+    for slot in slots if entry is not None and swap is not None else ():
+        owners = swap.owners.get(entry[1] + slot)  # type: ignore[union-attr, index]
         if owners:
             for owner, count in owners.items():
                 if owner != mm_id:

@@ -77,6 +77,20 @@ class SwapDevice:
         self._next += 1
         return slot
 
+    def alloc_slots(self, nr: int) -> int:
+        """get_swap_pages() for a folio of ``nr`` pages: ``nr`` free, naturally aligned,
+        contiguous slots (a swap cluster); returns the first."""
+        if nr == 1:
+            return self.alloc_slot()
+        start = (self._next + nr - 1) & ~(nr - 1)
+        if start + nr > self.nr_slots:
+            raise SwapFullError(
+                f"swap device ({self.spec.kind}) has no {nr} contiguous free slots"
+            )
+        self._free.extend(range(self._next, start))
+        self._next = start + nr
+        return start
+
     def in_use(self, offset: int) -> bool:
         """A slot is in use while a swap PTE or the swapcache refers to it."""
         return self.swap_map.get(offset, 0) > 0 or offset in self.cache

@@ -112,7 +112,8 @@ def do_swap_page(
         k.put_ref(folio, FAULT, mm.id)
         raise
     k.lock_folio(folio, "do_swap_page")
-    index = 0
+    # The faulting page's place in its folio (a large folio stays in the swapcache whole).
+    index = offset - folio.swap_entry[1] if folio.swap_entry is not None else 0
     exclusive = False
     if cfg.swp_exclusive and not folio.ksm:
         exclusive = pte_swp_exclusive(pte)
@@ -141,7 +142,7 @@ def do_swap_page(
         folio.swap_entry is not None
         and write
         and not folio.ksm
-        and folio.refcount == 2
+        and folio.refcount == 1 + folio.nr_pages
         and cfg.swapin_refcount_reuse
     ):
         k.try_to_free_swap(folio)
@@ -154,7 +155,9 @@ def do_swap_page(
         wp_tracking = uffd or (vma.softdirty_tracking and not soft_dirty)
         if vma.writable and not wp_tracking and (write or cfg.swapin_map_writable_on_read):
             writable = True
-    new = make_pte(folio.pfn, write=writable, dirty=writable, soft_dirty=soft_dirty, uffd_wp=uffd)
+    new = make_pte(
+        folio.pfn + index, write=writable, dirty=writable, soft_dirty=soft_dirty, uffd_wp=uffd
+    )
     mm.pt[page] = new
     folio.map_pte((mm.id, page), index)
     k.put_ref(folio, FAULT, mm.id)
@@ -164,8 +167,14 @@ def do_swap_page(
         k.counters["swapin_reuse"] += 1
         truth = page_truth(folio, index, mm.id, page, cpu, k.gups, swap)
         return FaultRecord(
-            mm.name, page, cpu, "swap", "reuse", "swapin_exclusive",
-            judge(truth, True), truth.exclusive,
+            mm.name,
+            page,
+            cpu,
+            "swap",
+            "reuse",
+            "swapin_exclusive",
+            judge(truth, True),
+            truth.exclusive,
         )
     if write:
         return k.wp_fault(mm, vma, page, new, cpu, fault_kind="swap")
@@ -198,17 +207,12 @@ def finish_swap_path(
     will map it, data included.
     """
     _swap_free(k, offset, mm.id)
-    if (
-        reuse
-        and folio.swap_entry is not None
-        and not folio.writeback
-        and not k.swap.swapped(folio)
-    ):
+    if reuse and folio.swap_entry is not None and not folio.writeback and not k.swap.swapped(folio):
         k.swap.delete_from_cache(folio)
         folio.dirty = True
         k.charge(k.costs.free_swap_ns)
     soft_dirty = pte_swp_soft_dirty(pte)
-    new = make_pte(folio.pfn, write=reuse, dirty=reuse, soft_dirty=soft_dirty or reuse)
+    new = make_pte(folio.pfn + index, write=reuse, dirty=reuse, soft_dirty=soft_dirty or reuse)
     mm.pt[page] = new
     folio.map_pte((mm.id, page), index)
     k.put_ref(folio, FAULT, mm.id)

@@ -141,6 +141,21 @@ def machine_for(workload: Workload, machine: Machine | None) -> Machine:
     return replace(base, **overrides) if overrides else base
 
 
+def resolve_workload(workload: Workload, seed: int) -> Workload:
+    """The workload a run of ``workload`` with ``seed`` really executes.
+
+    A workload that is a seeded choice among others (``mix-v1``) has a
+    ``for_seed(seed)`` method returning the chosen one; the machine must be built for
+    that one (its ``machine_overrides()``), so call this before :func:`machine_for`
+    and give the result to :class:`Run`. Any other workload is returned as it is.
+    """
+    for_seed = getattr(workload, "for_seed", None)
+    if for_seed is None:
+        return workload
+    chosen: Workload = for_seed(seed)
+    return chosen
+
+
 def run_workload(
     workload: Workload,
     config: KernelConfig,
@@ -153,9 +168,10 @@ def run_workload(
     keep_records: bool = True,
 ) -> WorkloadResult:
     """Run ``workload`` once and summarize it."""
-    kernel = Kernel(config, policy, machine=machine_for(workload, machine), seed=seed,
+    concrete = resolve_workload(workload, seed)
+    kernel = Kernel(config, policy, machine=machine_for(concrete, machine), seed=seed,
                     keep_records=keep_records)
-    run = Run(workload, kernel, seed, budget or Budget())
+    run = Run(concrete, kernel, seed, budget or Budget())
     run.execute()
     return WorkloadResult(
         workload=workload.id,

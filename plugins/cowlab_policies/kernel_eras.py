@@ -34,13 +34,33 @@ def reuse_swap_page(fault: FaultView) -> bool:
     count = fault.mapcount + fault.swapcount
     if count == 1 and fault.swapcache:
         if not fault.writeback:
-            if fault.path == "wp":
+            if fault.path != "swap":
                 # delete_from_swap_cache(): we are the only user. (On the swap path the
                 # kernel does this itself once the faulting swap PTE is gone.)
                 fault.free_swap()
         elif fault.swap_stable_writes:
             return False
     return count <= 1
+
+
+def thp_mapcount_rule(fault: FaultView) -> Decision:
+    """do_huge_pmd_wp_page() up to v5.17: sleep on the page lock, then reuse_swap_page()
+    with the THP's total mapcount. COPY means "split the PMD and handle the 4 KiB page"
+    (from v5.8, 3917c80280c9; before it, the whole THP is copied)."""
+    fault.lock()
+    return REUSE if reuse_swap_page(fault) else COPY.because("count")
+
+
+def thp_refcount_rule(fault: FaultView) -> Decision:
+    """do_huge_pmd_wp_page() from v5.18 (3bff7e3f1f16): sleep on the lock, allow the
+    swapcache's references, free the swap entry, reuse only with refcount 1 (the LRU
+    batch is never involved: a THP is put on the LRU at once)."""
+    fault.lock()
+    if fault.refcount > 1 + fault.swapcache * fault.nr_pages:
+        return COPY.because("early")
+    if fault.swapcache:
+        fault.free_swap()
+    return REUSE if fault.refcount == 1 else COPY.because("count")
 
 
 def swapin_refcount_rule(fault: FaultView) -> Decision:
@@ -90,6 +110,8 @@ def baseline_rule(fault: FaultView) -> Decision:
     """
     if fault.path == "swap":
         return REUSE if reuse_swap_page(fault) else COPY.because("count")
+    if fault.path == "pmd":
+        return thp_mapcount_rule(fault)
     # PageKsm() doesn't necessarily raise the page refcount.
     if fault.ksm:
         return COPY.because("ksm")
@@ -127,6 +149,8 @@ def patched_rule(fault: FaultView) -> Decision:
     """
     if fault.path == "swap":
         return REUSE if reuse_swap_page(fault) else COPY.because("count")
+    if fault.path == "pmd":
+        return thp_mapcount_rule(fault)
     if fault.ksm:
         return COPY.because("ksm")
     if fault.refcount > 1 + fault.swapcache:
@@ -144,6 +168,8 @@ def patched_lru_rule(fault: FaultView) -> Decision:
     """
     if fault.path == "swap":
         return swapin_refcount_rule(fault)
+    if fault.path == "pmd":
+        return thp_refcount_rule(fault)
     if fault.ksm:
         return COPY.because("ksm")
     if fault.refcount > 3:
@@ -177,7 +203,7 @@ def large_strict_rule(fault: FaultView) -> Decision:
     the last PTE of a PTE-mapped THP is copied and the folio can be freed."""
     if fault.anon_exclusive:
         return REUSE
-    if fault.is_large:
+    if fault.is_large and fault.path == "wp":
         return COPY.because("large")
     return patched_lru_rule(fault)
 
@@ -192,7 +218,7 @@ def exact_mapcount_rule(fault: FaultView) -> Decision:
     """
     if fault.anon_exclusive:
         return REUSE
-    if not fault.is_large:
+    if not fault.is_large or fault.path != "wp":
         return patched_lru_rule(fault)
     if fault.ksm:
         return COPY.because("ksm")

@@ -1,0 +1,576 @@
+"""``cowlab/CowFault-v0``: the do_wp_page() reuse decision as a Gymnasium environment.
+
+One episode is one run of a workload (drawn from a weighted mix with the env's
+``np_random``) on a fresh simulated kernel. The kernel knows nothing of Gymnasium: the
+run executes inside a greenlet whose policy is an internal bridge. At every write fault
+the bridge switches back to the caller with the live :class:`~cowlab.kernel.fault.FaultView`
+(``env.unwrapped.fault``); the action sent with :meth:`CowFaultEnv.step` becomes the
+policy's answer, and the run continues to the next fault.
+
+Action modes:
+
+* ``decision``: Discrete(2); 0 = COPY, 1 = REUSE. One step per decision.
+* ``primitives``: Discrete(7); copy, reuse, drain_lru, drain_lru_all, trylock, lock,
+  free_swap (see :data:`PRIMITIVE_ACTIONS`). A primitive changes the kernel state and
+  charges its cost to the fault; the same fault is observed again until copy or reuse.
+  After ``max_primitives`` primitives in one fault only copy and reuse are allowed (a
+  primitive action then counts as COPY). A primitive that is not allowed (masked: e.g.
+  ``free_swap`` without the lock) is a no-op that still uses up one of the fault's
+  primitives.
+
+:meth:`CowFaultEnv.step` also accepts a :class:`~cowlab.Decision` (kept with its
+reason for the ``anon_wp_copy_*`` counters), which lets a built-in policy be replayed
+through the env exactly.
+
+Observation: float32 vector over :data:`~cowlab.kernel.fault.FEATURE_NAMES` (plus
+``primitives_used`` in primitives mode; the names are in ``feature_names``). Counts
+(:data:`LOG_FEATURES`) are transformed with ``log1p``; flags are 0 or 1. Only
+kernel-visible state is observed: the ground truth goes into ``info`` only.
+
+Reward, per decided write fault, computed from the
+:class:`~cowlab.kernel.fault.FaultRecord` the kernel appends for it:
+``+safe_reuse`` if a truly exclusive page was reused, ``-latency_per_us`` per simulated
+microsecond of the fault, ``-memory_per_page`` per page a copy allocates, and
+``-violation`` per violation. Primitive steps earn 0 (their cost is in the fault's
+latency). Up to v5.17 a write fault on a swap PTE may ask twice (do_swap_page, then
+do_wp_page after a COPY): the fault's record, and so its reward, belongs to the second
+decision; the first step earns 0 and its info has ``outcome`` None.
+
+Episodes end when the run's budget is spent (``truncated``: ``max_decisions`` or
+``max_time_ms``) or the workload finishes (``terminated``); with
+``terminate_on_violation`` the first violation also terminates.
+
+``shield``: REUSE is masked (and, if chosen anyway, replaced by COPY, with
+``info["shielded"]``) unless the kernel-visible state proves exclusivity
+(:func:`exclusive_proven`).
+
+    >>> import gymnasium, cowlab
+    >>> env = gymnasium.make("cowlab/CowFault-v0", workload={"name": "forceswap-v1",
+    ...                      "params": {"swap": "pmem"}}, max_decisions=8)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape, env.unwrapped.feature_names[0]
+    ((24,), 'refcount')
+    >>> obs, reward, terminated, truncated, info = env.step(1)
+    >>> info["outcome"], info["exclusive"], info["violation"]
+    ('reuse', True, None)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from greenlet import greenlet
+
+from cowlab.config import (
+    TRAIN_SEEDS,
+    ActionMode,
+    ConfigError,
+    GeometryConfig,
+    KernelSection,
+    MachineConfig,
+    RewardConfig,
+    WorkloadEntry,
+    build_geometry,
+    build_kernel_config,
+    build_machine,
+    workload_entries,
+)
+from cowlab.kernel.decision import Decision
+from cowlab.kernel.fault import FEATURE_NAMES, FaultRecord, FaultView, OracleFaultView
+from cowlab.kernel.kernel import Kernel
+from cowlab.plugins import PluginError, PluginRegistry, get_registry
+from cowlab.workloads.base import Budget, Run, Workload, machine_for
+
+__all__ = [
+    "ENV_ID",
+    "LOG_FEATURES",
+    "PRIMITIVE_ACTIONS",
+    "CowFaultEnv",
+    "apply_primitive",
+    "encode_features",
+    "exclusive_proven",
+    "primitive_mask",
+]
+
+#: The registered Gymnasium id.
+ENV_ID = "cowlab/CowFault-v0"
+
+#: Actions of ``primitives`` mode, by index (``decision`` mode uses the first two).
+PRIMITIVE_ACTIONS: tuple[str, ...] = (
+    "copy",
+    "reuse",
+    "drain_lru",
+    "drain_lru_all",
+    "trylock",
+    "lock",
+    "free_swap",
+)
+COPY, REUSE = 0, 1
+
+#: Features transformed with log1p (counts that range from 0 to above 1024).
+LOG_FEATURES: tuple[str, ...] = (
+    "refcount",
+    "mapcount",
+    "large_mapcount",
+    "order",
+    "swapcount",
+    "pincount",
+)
+_LOG_INDEX = tuple(FEATURE_NAMES.index(n) for n in LOG_FEATURES)
+_COUNT_HIGH = 64.0  # log1p of any count the simulator can hold stays far below this
+
+_INFO_NONE: dict[str, Any] = {
+    "outcome": None,
+    "fault": None,
+    "exclusive": None,
+    "violation": None,
+    "blockers": (),
+    "latency_ns": 0,
+}
+
+
+def encode_features(view: FaultView) -> list[float]:
+    """The observation of ``view`` (without env extras): FEATURE_NAMES order, counts log1p'd.
+
+    >>> from math import log1p
+    >>> LOG_FEATURES[0], round(log1p(1024), 3)
+    ('refcount', 6.933)
+    """
+    values = view.features()
+    for i in _LOG_INDEX:
+        values[i] = math.log1p(values[i])
+    return values
+
+
+def exclusive_proven(view: FaultView) -> bool:
+    """Kernel-visible proof that reusing ``view``'s page leaks nothing.
+
+    * PageAnonExclusive is set (v5.19+, 6c287605fd56); or
+    * the v5.18 conditions on the ``wp``/``pmd`` path (53a05ad9f21d): not KSM and a
+      refcount of exactly 1, i.e. the writer's own mapping is the only reference (after
+      the policy freed the swapcache under the lock and drained the LRU batch, if it
+      needed to). A decision runs atomically in the simulator, so no lock is needed to
+      keep the count stable while it is read.
+
+    On the pre-v5.18 ``swap`` path nothing but PageAnonExclusive counts as proof (a COPY
+    there only maps the page read-only; do_wp_page asks again). A page pinned by the writer
+    itself has refcount >= 1025, so the shield copies it: it prevents leaks, not
+    ``pin_incoherent``, wherever the kernel's own state cannot tell.
+    """
+    if view.anon_exclusive:
+        return True
+    if view.path == "swap" or view.ksm:
+        return False
+    return view.refcount == 1
+
+
+def primitive_mask(view: FaultView, used: int, max_primitives: int, shield: bool) -> list[bool]:
+    """Allowed actions of ``primitives`` mode at ``view`` (see :data:`PRIMITIVE_ACTIONS`)."""
+    reuse = exclusive_proven(view) if shield else True
+    if used >= max_primitives:
+        return [True, reuse, False, False, False, False, False]
+    unlocked = not view.locked_by_policy
+    return [
+        True,
+        reuse,
+        True,
+        True,
+        unlocked,
+        unlocked,
+        view.locked_by_policy and view.swapcache,
+    ]
+
+
+def apply_primitive(view: FaultView, name: str) -> None:
+    """Apply the primitive action ``name`` to ``view`` (anything else is a no-op)."""
+    if name == "drain_lru":
+        view.drain_lru()
+    elif name == "drain_lru_all":
+        view.drain_lru_all()
+    elif name == "trylock":
+        view.trylock()
+    elif name == "lock":
+        view.lock()  # may raise Sleep: the kernel parks the thread and retries the fault
+    elif name == "free_swap":
+        view.free_swap()
+
+
+class _Bridge:
+    """The kernel's policy while the env drives it: hands each fault to the env."""
+
+    name = "agent"
+    #: Receive the privileged view: the ground truth goes into ``info`` (never the obs).
+    oracle = True
+
+    def reset(self, seed: int | None) -> None:
+        """Stateless."""
+
+    def decide(self, fault: FaultView) -> Decision:
+        """Switch to the env with the fault; apply primitives until a Decision comes."""
+        parent = greenlet.getcurrent().parent
+        assert parent is not None
+        while True:
+            answer = parent.switch(fault)
+            if isinstance(answer, Decision):
+                return answer
+            apply_primitive(fault, answer)
+
+
+def _as_entries(workload: object) -> list[WorkloadEntry]:
+    if isinstance(workload, str):
+        return [WorkloadEntry(workload)]
+    if isinstance(workload, WorkloadEntry):
+        return [workload]
+    if isinstance(workload, Mapping):
+        if "mix" in workload or "params" in workload or "name" in workload:
+            try:
+                return [e for _, e in workload_entries(workload, where="env")]
+            except TypeError as exc:
+                raise ConfigError(f"env: workload: {exc}") from None
+        raise ConfigError(f"env: workload: expected name, params or mix, got {dict(workload)!r}")
+    if isinstance(workload, Sequence):
+        entries: list[WorkloadEntry] = []
+        for item in workload:
+            entries += _as_entries(item)
+        return entries
+    raise ConfigError(f"env: workload: expected a name, a mapping or a list, got {workload!r}")
+
+
+def _section(cls: type[Any], value: object, key: str) -> Any:
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"env: {key}: expected a mapping, got {value!r}")
+    try:
+        return cls(**value)
+    except TypeError as exc:
+        raise ConfigError(f"env: {key}: {exc}") from None
+
+
+class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
+    """The copy-or-reuse decision of do_wp_page() as an environment (module docstring)."""
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        *,
+        kernel: str | Mapping[str, Any] = "v5.19",
+        workload: object = "forceswap-v1",
+        machine: Mapping[str, Any] | None = None,
+        geometry: Mapping[str, Any] | None = None,
+        action_mode: str | ActionMode = "decision",
+        shield: bool = False,
+        max_decisions: int = 256,
+        max_time_ms: float | None = None,
+        max_primitives: int = 4,
+        terminate_on_violation: bool = False,
+        reward: Mapping[str, float] | None = None,
+        render_mode: str | None = None,
+        registry: PluginRegistry | None = None,
+    ) -> None:
+        """See the module docstring; every argument mirrors a key of the training config
+        (``kernel``, ``workload``, ``machine``, ``geometry`` and the ``env`` group)."""
+        ksec = KernelSection(preset=kernel) if isinstance(kernel, str) else _section(
+            KernelSection, kernel, "kernel"
+        )
+        self.kernel_config = build_kernel_config(ksec, where="env")
+        self.machine = build_machine(_section(MachineConfig, machine, "machine"), where="env")
+        self.geometry = build_geometry(_section(GeometryConfig, geometry, "geometry"), where="env")
+        self.reward_weights: RewardConfig = _section(RewardConfig, reward, "reward")
+        try:
+            self.action_mode = (
+                action_mode if isinstance(action_mode, ActionMode) else ActionMode[action_mode]
+            )
+        except KeyError:
+            raise ConfigError(
+                f"env: action_mode: expected decision or primitives, got {action_mode!r}"
+            ) from None
+        if render_mode not in (None, "ansi"):
+            raise ConfigError(f"env: render_mode: only 'ansi' is supported, got {render_mode!r}")
+        if max_decisions < 1:
+            raise ConfigError(f"env: max_decisions: must be at least 1, got {max_decisions}")
+        self.registry = registry or get_registry()
+        self.entries = _as_entries(workload)
+        if not self.entries:
+            raise ConfigError("env: workload: the mix is empty")
+        for i, entry in enumerate(self.entries):
+            self._make_workload(i)  # validates names and parameters now, not at reset
+            if not entry.weight > 0:
+                raise ConfigError(f"env: workload {entry.name}: weight must be positive")
+        total = sum(e.weight for e in self.entries)
+        self._weights = np.array([e.weight / total for e in self.entries], dtype=np.float64)
+        self.shield = bool(shield)
+        self.max_primitives = int(max_primitives)
+        self.terminate_on_violation = bool(terminate_on_violation)
+        self.budget = Budget(
+            max_decisions=int(max_decisions),
+            max_time_ns=None if max_time_ms is None else int(max_time_ms * 1_000_000),
+        )
+        self.render_mode = render_mode
+
+        primitives = self.action_mode is ActionMode.primitives
+        self.feature_names: tuple[str, ...] = FEATURE_NAMES + (
+            ("primitives_used",) if primitives else ()
+        )
+        high = np.ones(len(self.feature_names), dtype=np.float32)
+        for i in _LOG_INDEX:
+            high[i] = _COUNT_HIGH
+        self.observation_space = gym.spaces.Box(
+            low=np.zeros_like(high), high=high, dtype=np.float32
+        )
+        self.action_names = PRIMITIVE_ACTIONS if primitives else PRIMITIVE_ACTIONS[:2]
+        self.action_space = gym.spaces.Discrete(len(self.action_names))
+
+        #: The live FaultView of the pending write fault (None between episodes).
+        self.fault: FaultView | None = None
+        self.run: Run | None = None
+        self.workload_name: str | None = None
+        self.run_seed: int | None = None
+        self._glet: greenlet | None = None
+        self._bridge = _Bridge()
+        self._nrec = 0
+        self._used = 0
+        self._last_obs = np.zeros(len(self.feature_names), dtype=np.float32)
+        self._last_info: dict[str, Any] = {}
+
+    # -- helpers -----------------------------------------------------------------------
+    def _make_workload(self, index: int) -> Workload:
+        entry = self.entries[index]
+        try:
+            made = self.registry.make(
+                "workload", entry.name, entry.params, where=f"env: workload {entry.name}"
+            )
+        except PluginError as exc:
+            raise ConfigError(str(exc)) from None
+        return made  # type: ignore[return-value]
+
+    def _observe(self, view: FaultView) -> np.ndarray:
+        values = encode_features(view)
+        if self.action_mode is ActionMode.primitives:
+            values.append(self._used / self.max_primitives if self.max_primitives else 1.0)
+        obs = np.array(values, dtype=np.float32)
+        self._last_obs = obs
+        return obs
+
+    def _switch(self, value: object) -> FaultView | None:
+        """Send ``value`` into the run; return the next pending fault, or None at the end."""
+        glet = self._glet
+        assert glet is not None
+        result = glet.switch(value) if value is not None else glet.switch()
+        if glet.dead:
+            self.fault = None
+            return None
+        assert isinstance(result, FaultView)
+        if result is not self.fault:
+            self._used = 0  # a new fault (or a fault retried after lock() slept)
+        self.fault = result
+        return result
+
+    def _kill(self) -> None:
+        glet, self._glet = self._glet, None
+        if glet is not None and not glet.dead:
+            glet.throw()  # GreenletExit unwinds the suspended run
+        self.fault = None
+
+    def _start(self, index: int, run_seed: int) -> FaultView | None:
+        workload = self._make_workload(index)
+        kernel = Kernel(
+            self.kernel_config,
+            self._bridge,
+            geometry=self.geometry,
+            machine=machine_for(workload, self.machine),
+            seed=run_seed,
+            keep_records=True,
+        )
+        self.run = Run(workload, kernel, run_seed, self.budget)
+        self.workload_name = self.entries[index].name
+        self.run_seed = run_seed
+        self._nrec = 0
+        self._used = 0
+        self._glet = greenlet(self.run.execute)
+        return self._switch(None)
+
+    def _base_info(self) -> dict[str, Any]:
+        kernel = self.run.kernel if self.run is not None else None
+        return {
+            "workload": self.workload_name,
+            "run_seed": self.run_seed,
+            "decisions": kernel.nr_decisions if kernel is not None else 0,
+            "primitive": None,
+            "shielded": False,
+        }
+
+    # -- Gymnasium API -------------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start a new run and return the observation of its first write fault.
+
+        ``options`` may pin ``workload`` (index or name in the mix) and ``run_seed``.
+        """
+        super().reset(seed=seed)
+        self._kill()
+        options = options or {}
+        for attempt in range(16):
+            index = self._pick_workload(options.get("workload"))
+            run_seed = options.get("run_seed")
+            if run_seed is None or attempt:
+                run_seed = int(self.np_random.integers(TRAIN_SEEDS))
+            view = self._start(index, int(run_seed))
+            if view is not None:
+                info = self._base_info() | _INFO_NONE
+                self._last_info = info
+                return self._observe(view), info
+        raise RuntimeError(
+            f"workload {self.workload_name} finished 16 runs in a row without a decision"
+        )
+
+    def _pick_workload(self, chosen: object) -> int:
+        if chosen is None:
+            if len(self.entries) == 1:
+                return 0
+            return int(self.np_random.choice(len(self.entries), p=self._weights))
+        if isinstance(chosen, str):
+            names = [e.name for e in self.entries]
+            if chosen not in names:
+                raise ValueError(f"reset option workload={chosen!r} is not in the mix {names}")
+            return names.index(chosen)
+        if not isinstance(chosen, (int, np.integer)):
+            raise ValueError(f"reset option workload={chosen!r}: expected an index or a name")
+        index = int(chosen)
+        if not 0 <= index < len(self.entries):
+            raise ValueError(f"reset option workload={index} is outside 0..{len(self.entries) - 1}")
+        return index
+
+    def step(
+        self, action: np.int64 | int | Decision
+    ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Answer (or, in primitives mode, act on) the pending fault; run to the next one."""
+        view = self.fault
+        if view is None:
+            raise RuntimeError("step() called without a pending fault: call reset() first")
+        info = self._base_info()
+        if isinstance(action, Decision):
+            answer: object = action
+        else:
+            a = int(action)
+            if not 0 <= a < len(self.action_names):
+                raise ValueError(f"action {action!r} is outside 0..{len(self.action_names) - 1}")
+            answer = self._answer(view, a, info)
+        if isinstance(answer, Decision):
+            if answer.is_reuse and self.shield and not exclusive_proven(view):
+                answer = Decision.COPY.because("shield")
+                info["shielded"] = True
+            self._used = 0
+        nxt = self._switch(answer)
+        reward, record = self._settle()
+        info.update(_INFO_NONE)
+        if record is not None:
+            info.update(
+                outcome=record.outcome,
+                fault=record.fault,
+                exclusive=record.exclusive,
+                violation=record.violation,
+                blockers=record.blockers,
+                latency_ns=record.latency_ns,
+            )
+        info["decisions"] = self.run.kernel.nr_decisions if self.run is not None else 0
+        terminated = truncated = False
+        if nxt is None:
+            assert self.run is not None
+            truncated = self.run.done
+            terminated = not truncated
+            obs = self._last_obs
+        elif self.terminate_on_violation and record is not None and record.violation:
+            terminated = True
+            obs = self._observe(nxt)
+            self._kill()
+        else:
+            obs = self._observe(nxt)
+        self._last_info = info
+        return obs, reward, terminated, truncated, info
+
+    def _answer(self, view: FaultView, a: int, info: dict[str, Any]) -> object:
+        if a == COPY:
+            return Decision.COPY.because("policy")
+        if a == REUSE:
+            return Decision.REUSE
+        name = PRIMITIVE_ACTIONS[a]
+        if self._used >= self.max_primitives:
+            return Decision.COPY.because("policy")
+        allowed = primitive_mask(view, self._used, self.max_primitives, False)[a]
+        self._used += 1
+        info["primitive"] = name
+        return name if allowed else "noop"
+
+    def _settle(self) -> tuple[float, FaultRecord | None]:
+        """Reward of the decision just made, from the records the kernel appended since."""
+        assert self.run is not None
+        records = self.run.kernel.records
+        w = self.reward_weights
+        reward = 0.0
+        found: FaultRecord | None = None
+        for rec in records[self._nrec:]:
+            outcome = rec.outcome
+            if outcome != "reuse" and outcome != "copy":
+                continue
+            found = rec
+            if rec.violation:
+                reward -= w.violation
+            elif outcome == "reuse" and rec.exclusive:
+                reward += w.safe_reuse
+            if outcome == "copy":
+                reward -= w.memory_per_page
+            reward -= w.latency_per_us * rec.latency_ns / 1000.0
+        self._nrec = len(records)
+        return reward, found
+
+    def action_masks(self) -> np.ndarray:
+        """Allowed actions at the pending fault (for MaskablePPO); all True between runs."""
+        view = self.fault
+        n = len(self.action_names)
+        if view is None:
+            return np.ones(n, dtype=bool)
+        if self.action_mode is ActionMode.decision:
+            return np.array([True, exclusive_proven(view) if self.shield else True], dtype=bool)
+        return np.array(
+            primitive_mask(view, self._used, self.max_primitives, self.shield), dtype=bool
+        )
+
+    def render(self) -> str | None:
+        """``ansi``: the faulting folio's kernel-visible state and the last outcome."""
+        if self.render_mode != "ansi":
+            return None
+        view = self.fault
+        if view is None:
+            return "no pending fault (episode over; call reset())\n"
+        mm = view._mm.name
+        truth = view.truth if isinstance(view, OracleFaultView) else None
+        flags = ", ".join(
+            f"{name}={value:g}" for name, value in zip(FEATURE_NAMES, view.features(), strict=True)
+        )
+        last = self._last_info.get("outcome")
+        lines = [
+            f"{self.workload_name} seed {self.run_seed} decision "
+            f"{self.run.kernel.nr_decisions if self.run else 0}: "
+            f"write fault by mm {mm} on page {view.page} (cpu {view.cpu}, path {view.path})",
+            f"  folio: {flags}",
+            f"  last outcome: {last}"
+            + (f" (violation {self._last_info['violation']})"
+               if self._last_info.get("violation") else ""),
+        ]
+        if truth is not None:
+            lines.append(f"  ground truth (not observed): exclusive={truth.exclusive}")
+        return "\n".join(lines) + "\n"
+
+    def close(self) -> None:
+        """Abandon the run in progress."""
+        self._kill()
+        super().close()

@@ -1,0 +1,156 @@
+"""Pieces shared by the workload generators: skewed key choice, common parameters.
+
+:class:`CommonParams` is the base of every workload's parameter dataclass except
+``forceswap-v1``'s (older) and ``mix-v1``'s: how long the workload runs, and which
+background kernel actors (:mod:`cowlab.kernel.actors`) run beside it, each switched off
+by a zero rate unless the workload's story needs it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cowlab.kernel.actors import (
+    Actors,
+    ActorsConfig,
+    KcompactdConfig,
+    KswapdConfig,
+    LruDrainAllConfig,
+)
+from cowlab.kernel.costs import DEVICES
+from cowlab.workloads.base import Run
+
+NS_PER_MS = 1_000_000
+NS_PER_US = 1_000
+
+
+class ZipfKeys:
+    """Keys ``0..n-1`` drawn with P(rank r) proportional to 1 / (r + 1) ** skew.
+
+    ``skew`` 0 is uniform; YCSB's default is 0.99. The ranks are scattered over the keys
+    by a permutation drawn from ``rng``, so the hot keys are not the lowest pages.
+    Sampling is a binary search in the cumulative weights (O(log n)).
+
+        >>> keys = ZipfKeys(1000, 0.99, random.Random(1))
+        >>> rng = random.Random(2)
+        >>> hot = keys.key_of_rank(0)
+        >>> sum(keys.sample(rng) == hot for _ in range(10_000)) > 1000
+        True
+    """
+
+    __slots__ = ("_cum", "_perm", "_total", "n")
+
+    def __init__(self, n: int, skew: float, rng: random.Random) -> None:
+        if n < 1:
+            raise ValueError(f"ZipfKeys needs at least one key, got {n}")
+        self.n = n
+        self._perm = list(range(n))
+        rng.shuffle(self._perm)
+        if skew == 0:
+            self._cum: list[float] | None = None
+            self._total = float(n)
+        else:
+            self._cum = list(itertools.accumulate((r + 1) ** -skew for r in range(n)))
+            self._total = self._cum[-1]
+
+    def key_of_rank(self, rank: int) -> int:
+        """The key with popularity rank ``rank`` (0: the hottest)."""
+        return self._perm[rank]
+
+    def sample(self, rng: random.Random) -> int:
+        """One key."""
+        if self._cum is None:
+            return self._perm[rng.randrange(self.n)]
+        rank = bisect.bisect_left(self._cum, rng.random() * self._total)
+        return self._perm[min(rank, self.n - 1)]
+
+
+def check_range(name: str, value: float, low: float, high: float) -> None:
+    """Raise ValueError unless ``low <= value <= high``."""
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be {low:g}..{high:g}, got {value!r}")
+
+
+def check_swap(swap: str) -> None:
+    """Raise ValueError unless ``swap`` names a swap device."""
+    if swap not in DEVICES:
+        raise ValueError(f"swap must be one of {', '.join(DEVICES)}, got {swap!r}")
+
+
+@dataclass(frozen=True)
+class CommonParams:
+    """Parameters every workload (but forceswap-v1 and mix-v1) has."""
+
+    #: The workload's threads stop after this much simulated time (ms); the run's budget
+    #: (decisions or time) usually stops it first.
+    duration_ms: float = 100.0
+    #: Run kswapd (reclaims when free memory is below the low watermark; only has work
+    #: when the machine's RAM is limited).
+    kswapd: bool = False
+    #: kswapd's wake-up latency (how often it looks at free memory), us.
+    kswapd_period_us: float = 10.0
+    #: kcompactd: folios migrated per simulated second (0: off).
+    compaction_rate: float = 0.0
+    #: How long one migration holds the folio locked and unmapped, us.
+    compaction_duration_us: float = 20.0
+    #: A periodic lru_add_drain_all() caller (mlock, hotplug ...): period in ms (0: off).
+    drain_all_period_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_range("duration_ms", self.duration_ms, 0.001, 1e7)
+        check_range("kswapd_period_us", self.kswapd_period_us, 0.001, 1e6)
+        check_range("compaction_rate", self.compaction_rate, 0, 1e9)
+        check_range("compaction_duration_us", self.compaction_duration_us, 0.001, 1e6)
+        check_range("drain_all_period_ms", self.drain_all_period_ms, 0, 1e6)
+
+    @property
+    def duration_ns(self) -> int:
+        """:attr:`duration_ms` in ns."""
+        return round(self.duration_ms * NS_PER_MS)
+
+    def actors(self) -> ActorsConfig:
+        """The background actors these parameters switch on."""
+        return ActorsConfig(
+            kswapd=KswapdConfig(period_ns=max(1, round(self.kswapd_period_us * NS_PER_US)))
+            if self.kswapd
+            else None,
+            kcompactd=KcompactdConfig(
+                rate=self.compaction_rate,
+                duration_ns=max(1, round(self.compaction_duration_us * NS_PER_US)),
+            )
+            if self.compaction_rate
+            else None,
+            lru_drain_all=LruDrainAllConfig(
+                period_ns=max(1, round(self.drain_all_period_ms * NS_PER_MS))
+            )
+            if self.drain_all_period_ms
+            else None,
+        )
+
+
+def actor_cpus(actors: ActorsConfig) -> int:
+    """CPUs to add for the actors: one, shared by all of them, if any runs."""
+    return 1 if actors.enabled else 0
+
+
+def start_workload_actors(run: Run, actors: ActorsConfig) -> Actors:
+    """Start ``actors`` on the machine's last CPU (reserved by :func:`actor_cpus`)."""
+    from cowlab.kernel.actors import start_actors
+
+    return start_actors(run, actors)
+
+
+def merge_overrides(*parts: Mapping[str, object]) -> dict[str, object]:
+    """Machine overrides combined left to right (``cpus`` takes the maximum)."""
+    out: dict[str, object] = {}
+    for part in parts:
+        for key, value in part.items():
+            if key == "cpus" and "cpus" in out:
+                out[key] = max(int(out[key]), int(value))  # type: ignore[call-overload]
+            else:
+                out[key] = value
+    return out
