@@ -188,7 +188,7 @@ class RewardConfig:
     #: Penalty per page a copy allocates.
     memory_per_page: float = 0.1
     #: Penalty per violation (leak or pin_incoherent).
-    violation: float = 10.0
+    violation: float = 100.0
 
 
 @dataclass

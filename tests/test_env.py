@@ -296,7 +296,7 @@ def test_a_leak_is_penalised_and_can_end_the_episode(registry: PluginRegistry) -
     env.reset(seed=0)
     _, reward, terminated, _, info = env.step(1)
     assert (info["violation"], info["exclusive"], terminated) == ("leak", False, False)
-    assert reward == pytest.approx(-10.0 - 0.1 * info["latency_ns"] / 1000)
+    assert reward == pytest.approx(-100.0 - 0.1 * info["latency_ns"] / 1000)
     _, reward, _, _, info = env.step(0)
     assert info["violation"] is None and info["outcome"] == "copy"
     assert reward == pytest.approx(-0.1 - 0.1 * info["latency_ns"] / 1000)

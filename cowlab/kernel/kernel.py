@@ -436,6 +436,11 @@ class Kernel:
                 f"thp: {thp} needs multi-size THP, which kernel {self.config.name} does not "
                 "have (v6.8+, 19eaf44954df); use thp: pmd or a v6.9+ preset"
             )
+        if 2 <= order < 9 and order not in self.geometry.mthp_orders:
+            raise KernelError(
+                f"thp: {thp}: order {order} is not enabled (geometry.mthp_orders = "
+                f"{list(self.geometry.mthp_orders)})"
+            )
         huge_order = 0
         if hugetlb != "none":
             if hugetlb not in HUGETLB_ORDERS:

@@ -23,6 +23,7 @@ does not model yet.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -98,12 +99,9 @@ class ForkSnapshot:
                 generation += 1
                 child = yield from t.fork(mm, f"redis-bgsave-{generation}")
                 child_running[0] = True
-                run.spawn(
-                    f"bgsave-{generation}",
-                    lambda c, child=child: self._child(c, child, child_running),
-                    cpu=1,
-                    mm=child,
-                )
+                run.spawn(f"bgsave-{generation}",
+                          functools.partial(self._child, child=child, running=child_running),
+                          cpu=1, mm=child)
                 next_snapshot = clock.now + period
             yield from t.write(mm, keys.sample(rng))
             yield from t.think(interval)

@@ -18,6 +18,7 @@ exclusive.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,8 +116,8 @@ class KsmVms:
                 for _ in range(p.pages)
             ]
             keys = ZipfKeys(p.pages, p.skew, run.rng)
-            run.spawn(f"vcpu{i}", lambda t, vm=vm, c=contents, keys=keys:
-                      self._vcpu(t, run, vm, c, keys), cpu=i, mm=vm)
+            body = functools.partial(self._vcpu, run=run, vm=vm, contents=contents, keys=keys)
+            run.spawn(f"vcpu{i}", body, cpu=i, mm=vm)
 
     def _vcpu(self, t: Thread, run: Run, vm: MM, contents: list[object],
               keys: ZipfKeys) -> ThreadGen:

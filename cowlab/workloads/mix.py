@@ -104,7 +104,7 @@ class Mix:
         machine = run.kernel.machine
         for key, value in component.machine_overrides().items():
             have = getattr(machine, key)
-            if (have < value) if key == "cpus" else (have != value):  # type: ignore[operator]
+            if (have < value) if key == "cpus" else (have != value):
                 raise KernelError(
                     f"mix-v1 picked {component.id} for seed {run.seed}, which needs "
                     f"machine.{key}={value!r} (the machine has {have!r}); build the run "

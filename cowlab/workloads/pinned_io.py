@@ -30,6 +30,7 @@ child (CPU 1) reads ``child_reads`` pages and exits.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -159,8 +160,8 @@ class PinnedIo:
             if next_fork is not None and clock.now >= next_fork:
                 children += 1
                 child = yield from t.fork(mm, f"app-child-{children}")
-                run.spawn(f"child-{children}", lambda c, child=child: self._child(c, run, child),
-                          cpu=1, mm=child)
+                run.spawn(f"child-{children}",
+                          functools.partial(self._child, run=run, child=child), cpu=1, mm=child)
                 next_fork = clock.now + fork_period
             if next_rereg is not None and clock.now >= next_rereg:
                 yield from self._unregister(t, buffers)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,15 @@ def train_split(steps: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", help="also write the report to this file")
     args = parser.parse_args()
+    lines: list[str] = []
+
+    def print(text: str = "") -> None:  # noqa: A001
+        lines.append(text)
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
     steps = 3_000 if args.quick else 20_000
     print(f"cowlab env benchmark: Python {platform.python_version()} on {platform.machine()}, "
           f"{steps} steps per figure, median of 3")
@@ -97,6 +106,9 @@ def main() -> None:
             print(f"{label:<32} {mode:<11} {rate:>9,.0f} {share:>10.0%}")
     print("\n2. Training (configs/exclusive.yaml, PPO, 4 envs, 1 torch thread)")
     print("  " + train_split(4_096 if args.quick else 20_480))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

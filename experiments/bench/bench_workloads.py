@@ -186,7 +186,7 @@ def bench_scaling(out: Callable[[str], None], sizes: Sequence[int], cpus: Sequen
 
 def profile_forceswap(out: Callable[[str], None], nops: int) -> None:
     out("== profile: forceswap-v1, exclusive on v5.19 (cProfile, by tottime) ==")
-    run, go = forceswap_run(ballast=0, helpers=2, nops=nops)
+    _run, go = forceswap_run(ballast=0, helpers=2, nops=nops)
     prof = cProfile.Profile()
     prof.runcall(go)
     buf = io.StringIO()

@@ -90,7 +90,7 @@ def run_one(policy: str, preset: str, swap: str, nops: int) -> Row:
 
 def table(rows: list[Row]) -> str:
     """The Markdown table of ``rows``."""
-    head = ["policy", "kernel", "swap", "writes", "wp faults", "anon_wp_reuse",
+    head = ["policy", "kernel", "swap", "writes", "write faults", "anon_wp_reuse",
             *(f"copy_{r}" for r in COPY_REASONS), "swapin_reuse", "pgreuse",
             "nr_tlb_remote_flush", "cycles/fault", "cycles/write"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {policy:12} {preset:6} {swap:5} {row.wall_s:6.1f} s", file=sys.stderr)
     total = time.perf_counter() - start
     text = "\n".join([
-        "# forceswap 2 {:,} 1, simulated".format(args.nops),
+        f"# forceswap 2 {args.nops:,} 1, simulated",
         "",
         f"Made by `python experiments/forceswap/run.py --nops {args.nops}` "
         f"(cowlab {cowlab.__version__}, CPython {platform.python_version()}; "

@@ -24,10 +24,10 @@ ALGOS = ("ppo", "dqn", "maskable_ppo")
 #: Defaults applied under ``agent.hyperparameters`` (which win). Small rollouts and
 #: networks: an episode is a few hundred cheap decisions, and the learner runs on a CPU.
 DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
-    "ppo": {"n_steps": 256, "batch_size": 256, "n_epochs": 4, "learning_rate": 3e-4,
-            "gamma": 0.9, "ent_coef": 0.01},
-    "maskable_ppo": {"n_steps": 256, "batch_size": 256, "n_epochs": 4, "learning_rate": 3e-4,
-                     "gamma": 0.9, "ent_coef": 0.01},
+    "ppo": {"n_steps": 256, "batch_size": 256, "n_epochs": 4, "learning_rate": 1e-3,
+            "gamma": 0.5, "ent_coef": 0.0},
+    "maskable_ppo": {"n_steps": 256, "batch_size": 256, "n_epochs": 4, "learning_rate": 1e-3,
+                     "gamma": 0.5, "ent_coef": 0.0},
     "dqn": {"learning_rate": 5e-4, "buffer_size": 50_000, "learning_starts": 1_000,
             "batch_size": 64, "gamma": 0.9, "train_freq": 4, "target_update_interval": 1_000,
             "exploration_fraction": 0.3, "exploration_final_eps": 0.02},

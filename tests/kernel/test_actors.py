@@ -275,7 +275,7 @@ def test_a_write_to_a_page_under_migration_waits_for_it_then_finds_a_remote_batc
 def test_a_write_while_migration_holds_the_lock_before_unmapping_fails_its_trylock() -> None:
     """With an unmap delay the folio is locked while still mapped (folio_trylock()
     before try_to_migrate()): do_wp_page() sees it locked and v5.18 copies at once."""
-    k, recorder, (before, after) = _migration_race(unmap_delay_ns=20_000)
+    _, recorder, (before, after) = _migration_race(unmap_delay_ns=20_000)
     seen = recorder.seen[0]
     assert (seen.refcount, seen.locked) == (1, True)
     assert (seen.outcome, seen.reason) == ("copy", "lock")

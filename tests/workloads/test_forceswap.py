@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 from cowlab.kernel import get_preset
 from cowlab.plugins import get_registry
-from cowlab.workloads import Budget, run_workload
+from cowlab.workloads import Budget, Workload, run_workload
 
 
 def run(policy: str, preset: str, swap: str, nops: int = 50, seed: int = 0) -> dict[str, object]:
     reg = get_registry()
-    workload = reg.make("workload", "forceswap-v1", {"swap": swap, "nops": nops})
+    workload = cast(Workload, reg.make("workload", "forceswap-v1", {"swap": swap, "nops": nops}))
     result = run_workload(workload, get_preset(preset), reg.make_policy(policy), seed=seed,
                           budget=Budget(max_decisions=10_000))
     return result.to_dict()

@@ -9,12 +9,15 @@ decisions, and once every process has exited no frame or swap slot is left.
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cowlab.plugins import get_registry
 from tests.workloads.helpers import SMALL, WITH_ACTORS, build, teardown
 
 WORKLOADS = sorted(SMALL)
 ACTOR_WORKLOADS = [w for w in WORKLOADS if w not in ("forceswap-v1", "mix-v1")]
+PRESETS = ("v5.7", "v5.8", "v5.9", "v5.18", "v5.19", "v6.9", "v6.11", "v6.15")
 
 
 def check_run(name: str, params: dict[str, object], preset: str, policy: str | None,
@@ -23,10 +26,12 @@ def check_run(name: str, params: dict[str, object], preset: str, policy: str | N
     k = run.kernel
     run.workload.setup(run)
     checkpoint = 0
+    def reached() -> bool:
+        return run.done or k.nr_decisions >= checkpoint
+
     while not run.done and not run.engine.idle:
         checkpoint += 50
-        run.engine.run(until_ns=run.budget.max_time_ns,
-                       stop=lambda: run.done or k.nr_decisions >= checkpoint)
+        run.engine.run(until_ns=run.budget.max_time_ns, stop=reached)
         problems = k.check_invariants(safe_run=safe)
         assert not problems, f"{name} seed {seed} after {k.nr_decisions} decisions: {problems}"
         if run.budget.max_time_ns is not None and k.clock.now >= run.budget.max_time_ns:
@@ -66,8 +71,23 @@ def test_invariants_hold_with_every_background_actor_running(name: str) -> None:
 
 @pytest.mark.parametrize("name", WORKLOADS)
 def test_invariants_hold_over_many_seeds_and_eras(name: str) -> None:
-    presets = ("v5.7", "v5.8", "v5.9", "v5.18", "v5.19", "v6.9", "v6.11", "v6.15")
     for seed in range(8):
         params = {**SMALL[name], **(WITH_ACTORS if seed % 2 and name in ACTOR_WORKLOADS
                                     else {})}
-        check_run(name, params, presets[seed], ("random", None)[seed % 2], seed)
+        check_run(name, params, PRESETS[seed], ("random", None)[seed % 2], seed)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(WORKLOADS), seed=st.integers(0, 2**32 - 1),
+       preset=st.sampled_from(PRESETS),
+       policy=st.sampled_from([None, "random", "always-reuse", "always-copy", "oracle"]),
+       actors=st.booleans(), swap=st.sampled_from(["zram", "pmem", "ssd", "nvme"]))
+def test_any_seed_era_policy_and_device_keeps_the_invariants(
+    name: str, seed: int, preset: str, policy: str | None, actors: bool, swap: str
+) -> None:
+    params = dict(SMALL[name])
+    if actors and name in ACTOR_WORKLOADS:
+        params.update(WITH_ACTORS)
+    if name in ("forceswap-v1", "memcached-pressure-v1"):
+        params["swap"] = swap
+    check_run(name, params, preset, policy, seed)
