@@ -8,7 +8,8 @@ the full key (``agent.hyperparameters.n_step``) and where it came from (the file
 the override), with a "did you mean" hint. A workload's or policy's own parameters are
 checked against the dataclass schema its plugin registered, the same way.
 
-    >>> cfg = load_config(None, ["name=demo", "agent.total_timesteps=1000"])
+    >>> cfg = load_config(None, ["name=demo", "workload.name=forceswap-v1",
+    ...                          "agent.total_timesteps=1000"])
     >>> cfg.agent.total_timesteps, cfg.output.dir
     (1000, 'runs/demo')
     >>> try:

@@ -138,7 +138,7 @@ def encode_features(view: FaultView) -> list[float]:
 
     >>> from math import log1p
     >>> LOG_FEATURES[0], round(log1p(1024), 3)
-    ('refcount', 6.933)
+    ('refcount', 6.932)
     """
     values = view.features()
     for i in _LOG_INDEX:

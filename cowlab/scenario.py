@@ -36,8 +36,9 @@ from cowlab.kernel.fault import FaultRecord, PolicyError
 from cowlab.kernel.kernel import ADVICES, Kernel, Machine
 from cowlab.kernel.mm import MM, PROTS
 from cowlab.kernel.policy import Policy
-from cowlab.kernel.presets import KernelConfig, PresetError, get_preset
+from cowlab.kernel.presets import KernelConfig, PresetError
 from cowlab.kernel.thp import HUGETLB_ORDERS, parse_thp
+from cowlab.kernels import resolve_kernel
 from cowlab.metrics import summarize
 
 
@@ -246,16 +247,16 @@ class Scenario:
 def _parse_kernel(value: object, source: str, override: str | None) -> KernelConfig:
     try:
         if override is not None:
-            base = get_preset(override, where="--kernel")
+            base = resolve_kernel(override, where="--kernel")
             overrides: Mapping[str, object] = value if isinstance(value, dict) else {}
             overrides = {k: v for k, v in overrides.items() if k != "preset"}
             return base.with_overrides(overrides, where=f"{source}: kernel")
         if isinstance(value, str):
-            return get_preset(value, where=f"{source}: kernel")
+            return resolve_kernel(value, where=f"{source}: kernel")
         if isinstance(value, dict):
             if "preset" not in value:
                 raise ScenarioError(f"{source}: kernel: a mapping needs 'preset' (e.g. v5.18)")
-            base = get_preset(str(value["preset"]), where=f"{source}: kernel.preset")
+            base = resolve_kernel(str(value["preset"]), where=f"{source}: kernel.preset")
             rest = {k: v for k, v in value.items() if k != "preset"}
             return base.with_overrides(rest, where=f"{source}: kernel")
     except PresetError as exc:

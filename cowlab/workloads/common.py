@@ -11,18 +11,16 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cowlab.kernel.actors import (
-    Actors,
     ActorsConfig,
     KcompactdConfig,
     KswapdConfig,
     LruDrainAllConfig,
 )
 from cowlab.kernel.costs import DEVICES
-from cowlab.workloads.base import Run
+from cowlab.kernel.engine import Thread, ThreadGen
 
 NS_PER_MS = 1_000_000
 NS_PER_US = 1_000
@@ -132,25 +130,28 @@ class CommonParams:
         )
 
 
+def throttle_reclaim(t: Thread) -> ThreadGen:
+    """Sleep while free memory is at the min watermark and swap writeback is in flight.
+
+    The kernel's direct reclaim does not fail while writeback is in flight: it throttles
+    the allocating task until some writeback completes (``reclaim_throttle(...,
+    VMSCAN_THROTTLE_WRITEBACK)``, 8cd7c588decf, v5.16; ``congestion_wait()`` before).
+    The kernel model's direct reclaim reports out of memory instead when every
+    reclaimable page is under writeback on an asynchronous device, so a workload that
+    allocates under pressure calls this before each access: the thread sleeps until the
+    next I/O completion while free memory is at or below the min watermark.
+    """
+    k = t.kernel
+    while not k.swap.synchronous:
+        free = k.nr_free_pages
+        if free is None or free > k.watermarks[0]:
+            return
+        due = k.clock.next_event_time()
+        if due is None:
+            return
+        yield from t.sleep(max(1, due - k.clock.now))
+
+
 def actor_cpus(actors: ActorsConfig) -> int:
     """CPUs to add for the actors: one, shared by all of them, if any runs."""
     return 1 if actors.enabled else 0
-
-
-def start_workload_actors(run: Run, actors: ActorsConfig) -> Actors:
-    """Start ``actors`` on the machine's last CPU (reserved by :func:`actor_cpus`)."""
-    from cowlab.kernel.actors import start_actors
-
-    return start_actors(run, actors)
-
-
-def merge_overrides(*parts: Mapping[str, object]) -> dict[str, object]:
-    """Machine overrides combined left to right (``cpus`` takes the maximum)."""
-    out: dict[str, object] = {}
-    for part in parts:
-        for key, value in part.items():
-            if key == "cpus" and "cpus" in out:
-                out[key] = max(int(out[key]), int(value))  # type: ignore[call-overload]
-            else:
-                out[key] = value
-    return out

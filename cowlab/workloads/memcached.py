@@ -27,7 +27,14 @@ from cowlab.kernel.actors import start_actors
 from cowlab.kernel.engine import Thread, ThreadGen
 from cowlab.kernel.mm import MM
 from cowlab.workloads.base import Run
-from cowlab.workloads.common import CommonParams, ZipfKeys, actor_cpus, check_range, check_swap
+from cowlab.workloads.common import (
+    CommonParams,
+    ZipfKeys,
+    actor_cpus,
+    check_range,
+    check_swap,
+    throttle_reclaim,
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class MemcachedPressure:
 
     def _loader(self, t: Thread, run: Run, mm: MM, keys: ZipfKeys) -> ThreadGen:
         for page in range(self.p.pages):
+            yield from throttle_reclaim(t)
             yield from t.write(mm, page)
         for i in range(self.p.threads):
             run.spawn(f"worker{i}", lambda w: self._worker(w, run, mm, keys),
@@ -112,6 +120,7 @@ class MemcachedPressure:
         ncpus = p.worker_cpus
         while clock.now < p.duration_ns:
             key = keys.sample(rng)
+            yield from throttle_reclaim(t)
             if rng.random() < p.set_ratio:
                 yield from t.write(mm, key)
             else:

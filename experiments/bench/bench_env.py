@@ -88,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     lines: list[str] = []
 
-    def print(text: str = "") -> None:  # noqa: A001
+    def print(text: str = "") -> None:
         lines.append(text)
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
