@@ -181,6 +181,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    """cowlab selftest [--kernel PRESET] [--policy NAME] [--filter TEXT] [--format tap|json]
+    [--matrix [--policy NAME ...] [--out DIR]] (see cowlab/selftest/command.py)"""
+    from cowlab.selftest.command import SelftestUsageError, run
+
+    try:
+        return run(args)
+    except SelftestUsageError as exc:
+        raise CliError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every verb."""
     parser = argparse.ArgumentParser(
@@ -254,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     kernels = sub.add_parser("kernels", help="list kernel presets")
     kernels.add_argument("--facilities", action="store_true", help="show every facility flag")
     kernels.set_defaults(handler=cmd_kernels)
+    from cowlab.selftest.command import add_parser as add_selftest_parser
+
+    add_selftest_parser(sub, cmd_selftest)
     return parser
 
 

@@ -28,12 +28,12 @@ from typing import Any, cast
 from cowlab.config import WorkloadEntry
 from cowlab.geometry import DEFAULT_GEOMETRY, Geometry
 from cowlab.kernel.fault import FaultRecord
-from cowlab.kernel.kernel import Kernel, Machine
+from cowlab.kernel.kernel import Machine
 from cowlab.kernel.policy import Policy
 from cowlab.kernel.presets import KernelConfig
 from cowlab.metrics import summarize
 from cowlab.plugins import PluginRegistry, get_registry
-from cowlab.workloads.base import Budget, Run, Workload, WorkloadResult, machine_for
+from cowlab.workloads.base import Budget, Workload, WorkloadResult, run_workload
 
 __all__ = ["Evaluation", "evaluate_policy", "run_once"]
 
@@ -71,23 +71,10 @@ def run_once(
     geometry: Geometry = DEFAULT_GEOMETRY,
     params: dict[str, Any] | None = None,
 ) -> tuple[WorkloadResult, list[FaultRecord]]:
-    """One run, as :func:`cowlab.workloads.run_workload` does it, plus its records
-    (and a geometry, which run_workload does not take yet)."""
-    kernel = Kernel(config, policy, geometry=geometry, machine=machine_for(workload, machine),
-                    seed=seed, keep_records=True)
-    Run(workload, kernel, seed, budget).execute()
-    result = WorkloadResult(
-        workload=workload.id,
-        params=dict(params or {}),
-        kernel=config.name,
-        policy=getattr(policy, "name", type(policy).__name__),
-        seed=seed,
-        metrics=summarize(kernel.records, kernel.counters),
-        counters=dict(kernel.counters),
-        decisions=kernel.nr_decisions,
-        sim_time_ns=kernel.clock.now,
-    )
-    return result, kernel.records
+    """One run through :func:`cowlab.workloads.run_workload`, with its records."""
+    result = run_workload(workload, config, policy, seed=seed, budget=budget, machine=machine,
+                          params=params, geometry=geometry)
+    return result, result.records
 
 
 def evaluate_policy(

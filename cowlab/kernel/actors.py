@@ -92,7 +92,9 @@ class KcompactdConfig:
     physical memory, which the model has no cheap index of) and migrates it with
     ``Kernel.migrate(folio, duration_ns)``: the folio stays locked and unmapped behind
     migration entries for ``duration_ns``, and a fault on one of its pages waits for
-    the migration to end. With ``unmap_delay_ns`` > 0 the folio is first locked, still
+    the migration to end, then finds the new folio in an LRU-add batch (upstream the
+    migrating CPU's, ``folio_add_lru()`` in ``migrate_folio_move()``; the kernel model
+    queues it on CPU 0's for now). With ``unmap_delay_ns`` > 0 the folio is first locked, still
     mapped, for that long (``folio_trylock()`` before ``try_to_migrate()``), so a write
     fault in that window sees it locked and its trylock fails.
     """

@@ -50,10 +50,19 @@ class Decision:
         return self.kind == "reuse"
 
     def because(self, reason: str) -> Decision:
-        """Return the same decision carrying ``reason`` (e.g. ``"lock"``, ``"count"``)."""
+        """Return the same decision carrying ``reason`` (e.g. ``"lock"``, ``"count"``).
+
+        Decisions are interned: asking twice for the same reason returns the same object
+        (they are on the hot path of every fault).
+        """
+        key = (self.kind, reason)
+        cached = _INTERNED.get(key)
+        if cached is not None:
+            return cached
         if not isinstance(reason, str) or not reason:
             raise ValueError("a decision's reason must be a non-empty string")
-        return Decision(self.kind, reason)
+        made = _INTERNED[key] = Decision(self.kind, reason)
+        return made
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -68,5 +77,6 @@ class Decision:
         return f"{base}.because({self.reason!r})" if self.reason else base
 
 
+_INTERNED: dict[tuple[str, str], Decision] = {}
 Decision.REUSE = Decision("reuse")
 Decision.COPY = Decision("copy")

@@ -975,9 +975,12 @@ class Kernel:
         elif advice == "dontneed":
             self.zap_range(mm, page, end)
         elif advice in ("dontfork", "dofork"):
+            # vma_adjust_trans_huge(): a VMA boundary inside a PMD THP splits the PMD.
+            split_pmds_in(self, mm, page, end)
             for vma in mm.split_range(page, end):
                 vma.dontfork = advice == "dontfork"
         elif advice == "mergeable":
+            split_pmds_in(self, mm, page, end)
             for vma in mm.split_range(page, end):
                 vma.mergeable = True
         else:

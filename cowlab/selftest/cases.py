@@ -28,6 +28,7 @@ Procedures (upstream: tools/testing/selftests/mm/cow.c, earlier selftests/vm/cow
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -138,7 +139,7 @@ def iouring(a: Area, *, use_fork: bool) -> Outcome:
     """A R/W longterm pin (io_uring_register_buffers()); the parent writes; the buffer
     as the pin sees it (io_uring write_fixed to a file, read back) must match."""
     k, parent = a.k, a.mm
-    k.gup(parent, a.start, a.pages, pin=True, write=True, longterm=True, name="fixed-buffer")
+    _pin(a, "fixed-buffer", write=True)
     child = None
     if use_fork:
         child = k.fork(parent, "child")
@@ -149,14 +150,38 @@ def iouring(a: Area, *, use_fork: bool) -> Outcome:
     mem = [k.read(parent, p) for p in a.touched]
     if child is not None:
         k.exit_mm(child)
-    k.put("fixed-buffer")
+    _unpin(a, "fixed-buffer")
     return Outcome(pinned == mem, RW_PIN)
 
 
+def _pin(a: Area, name: str, *, write: bool, fast: bool = False) -> None:
+    """A longterm FOLL_PIN of the whole area (R/W: io_uring_register_buffers(); R/O:
+    gup_test's PIN_LONGTERM_TEST_START). Of a sampled area (a 1 GiB hugetlb page, see
+    :func:`~cowlab.selftest.variants.touched_pages`) only the touched pages are pinned:
+    hugetlb pins, unshares and copies the huge page as a whole."""
+    if not a.sampled:
+        a.k.gup(a.mm, a.start, a.pages, pin=True, write=write, longterm=True, fast=fast,
+                name=name)
+        return
+    for p in a.touched:
+        a.k.gup(a.mm, p, 1, pin=True, write=write, longterm=True, fast=fast, name=f"{name}@{p}")
+
+
 def _pinned(a: Area, name: str) -> list[object]:
-    """What the pin shows at the touched pages (the pin covers the whole area)."""
-    seen = dict(zip(range(a.start, a.start + a.pages), a.k.gup_read(name), strict=True))
-    return [seen[p] for p in a.touched]
+    """What the pin shows at the touched pages (PIN_LONGTERM_TEST_READ, or the io_uring
+    write_fixed of the buffer to a file read back)."""
+    if not a.sampled:
+        seen = dict(zip(range(a.start, a.start + a.pages), a.k.gup_read(name), strict=True))
+        return [seen[p] for p in a.touched]
+    return [a.k.gup_read(f"{name}@{p}")[0] for p in a.touched]
+
+
+def _unpin(a: Area, name: str) -> None:
+    if not a.sampled:
+        a.k.put(name)
+        return
+    for p in a.touched:
+        a.k.put(f"{name}@{p}")
 
 
 # ------------------------------------------------------------------------- do_test_ro_pin
@@ -177,12 +202,11 @@ def ro_pin(a: Area, *, test: str, fast: bool) -> Outcome:
             child = None
     else:
         _softdirty_dance(a)
-    k.gup(parent, a.start, a.pages, pin=True, write=False, longterm=True, fast=fast,
-          name="gup_test")
+    _pin(a, "gup_test", write=False, fast=fast)
     fill(k, parent, a.touched, "parent")
     pinned = _pinned(a, "gup_test")
     mem = [k.read(parent, p) for p in a.touched]
-    k.put("gup_test")
+    _unpin(a, "gup_test")
     if child is not None:
         k.exit_mm(child)
     return Outcome(pinned == mem, RO_PIN)
@@ -241,12 +265,8 @@ def _collapse(a: Area) -> Outcome | None:
 
 
 def _bind(fn: Callable[..., Outcome], **kwargs: object) -> Procedure:
-    def run(a: Area) -> Outcome:
-        return fn(a, **kwargs)
-
-    run.__name__ = fn.__name__
-    run.__doc__ = fn.__doc__
-    return run
+    """The procedure with its options bound (a partial, so cases pickle for workers)."""
+    return functools.partial(fn, **kwargs)
 
 
 #: cow.c's anon_test_cases, in order (with LOCAL_CONFIG_HAVE_LIBURING).

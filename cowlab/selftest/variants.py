@@ -120,6 +120,11 @@ class Area:
         return touched_pages(self.start, self.pages)
 
     @property
+    def sampled(self) -> bool:
+        """Only a sample of the pages is touched (see :func:`touched_pages`)."""
+        return self.pages > MAX_TOUCHED
+
+    @property
     def pipe_pages(self) -> int:
         """How many pages a vmsplice() of the area puts into a pipe."""
         return min(self.pages, PIPE_PAGES)

@@ -17,12 +17,16 @@ reaches ``max_time_ns``, or when every thread has finished, whichever comes firs
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from cowlab.geometry import DEFAULT_GEOMETRY, Geometry
+from cowlab.kernel.costs import CostModel
 from cowlab.kernel.engine import Engine, Thread, ThreadBody
+from cowlab.kernel.fault import FaultRecord
 from cowlab.kernel.kernel import Kernel, Machine
 from cowlab.kernel.mm import MM
 from cowlab.kernel.policy import Policy
@@ -115,6 +119,10 @@ class WorkloadResult:
     counters: dict[str, int]
     decisions: int
     sim_time_ns: int
+    #: sha256 of the write-attempt sequence (fault, page, mm, outcome, reason, violation).
+    decision_hash: str = ""
+    #: The write-attempt records (not part of :meth:`to_dict`; empty without keep_records).
+    records: list[FaultRecord] = field(default_factory=list, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly form (``cowlab workload run --json``)."""
@@ -126,9 +134,22 @@ class WorkloadResult:
             "seed": self.seed,
             "decisions": self.decisions,
             "sim_time_ns": self.sim_time_ns,
+            "decision_hash": self.decision_hash,
             "metrics": self.metrics,
             "counters": self.counters,
         }
+
+
+def decision_hash(records: list[FaultRecord]) -> str:
+    """A sha256 over every write attempt in order: fault kind, mm, page, outcome, reason,
+    violation and latency. Two runs with the same hash made the same decisions."""
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(
+            f"{r.fault}|{r.mm}|{r.page}|{r.outcome}|{r.reason}|{r.violation}|{r.latency_ns}\n"
+            .encode()
+        )
+    return digest.hexdigest()
 
 
 def machine_for(workload: Workload, machine: Machine | None) -> Machine:
@@ -166,11 +187,14 @@ def run_workload(
     machine: Machine | None = None,
     params: Mapping[str, Any] | None = None,
     keep_records: bool = True,
+    geometry: Geometry = DEFAULT_GEOMETRY,
+    costs: CostModel | None = None,
 ) -> WorkloadResult:
-    """Run ``workload`` once and summarize it."""
+    """Run ``workload`` once and summarize it (the one way every caller runs a workload:
+    the CLI, the evaluator, the env's equivalence checks and the leaderboard)."""
     concrete = resolve_workload(workload, seed)
     kernel = Kernel(config, policy, machine=machine_for(concrete, machine), seed=seed,
-                    keep_records=keep_records)
+                    keep_records=keep_records, geometry=geometry, costs=costs)
     run = Run(concrete, kernel, seed, budget or Budget())
     run.execute()
     return WorkloadResult(
@@ -183,4 +207,6 @@ def run_workload(
         counters=dict(kernel.counters),
         decisions=kernel.nr_decisions,
         sim_time_ns=kernel.clock.now,
+        decision_hash=decision_hash(kernel.records),
+        records=kernel.records,
     )

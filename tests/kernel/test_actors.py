@@ -262,8 +262,9 @@ def _migration_race(unmap_delay_ns: int) -> tuple[Kernel, Recorder, list[int]]:
 def test_a_write_to_a_page_under_migration_waits_for_it_then_finds_a_remote_batch() -> None:
     """The PTE is a migration entry while the folio is copied: the write sleeps
     (migration_entry_wait) until the 40 us migration ends, then faults on the new folio,
-    which waits in the migrating CPU's LRU-add batch: a remote reference for the
-    writer, so v5.18 copies although the page is exclusive."""
+    which waits in another CPU's LRU-add batch (upstream the migrating CPU's, here
+    CPU 2; the kernel model uses CPU 0's): a remote reference for the writer on CPU 1,
+    so v5.18 copies although the page is exclusive."""
     k, recorder, (before, after) = _migration_race(unmap_delay_ns=0)
     assert k.counters["pgmigrate_success"] >= 1
     assert after - before >= 35_000

@@ -1,0 +1,386 @@
+"""cow.c simulated (cowlab.selftest): every case over every memory variant on every preset.
+
+The expected verdicts, with their reasons and commits, are in
+``test_selftest_expectations.py``. The default run checks a subset that covers every case
+on every preset (base page, swapped out base page, 2 MiB hugetlb, the smallest mTHP's
+variants, and PMD-THP spot checks); the ``slow`` tests run the whole matrix, 1 GiB
+hugetlb included, plus the reference policies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from cowlab.kernel import get_preset
+from cowlab.plugins import get_registry
+from cowlab.selftest import ALL_CASES, ANON_CASES, SelfTest, SuiteResult, run_test, select, suite
+from cowlab.selftest.report import format_tap, tap_result
+from cowlab.selftest.runner import Job, SelftestResult, default_jobs, run_jobs
+from cowlab.selftest.variants import MAX_TOUCHED, Variant, touched_pages
+from tests.test_selftest_expectations import (
+    COLLAPSE,
+    IOURING_FORK,
+    IOURING_RO,
+    LEAK_CASES,
+    MTHP_SWAPPED,
+    PIN_CASES,
+    PRESETS,
+    RO_PIN_EXCL,
+    RO_PIN_SHARED,
+    VMSPLICE,
+    divergence,
+    expected,
+)
+
+REFERENCE_POLICIES = ("oracle", "always-copy", "always-reuse")
+#: The variants of the default (fast) run: every case over these on every preset.
+FAST_VARIANTS = frozenset({
+    "base", "base_swap", "hugetlb-9",
+    "pte_thp-2", "pte_thp_swap-2", "single_pte-2", "single_pte_swap-2", "partial_mremap-2",
+    "partial_shared-2",
+})
+#: PMD-sized THP spot checks of the default run: where the eras part ways on the PMD path.
+PMD_SPOTS = frozenset({
+    ("v5.7", "vmsplice-child", "thp-9"), ("v5.7", "vmsplice-child", "partial_mremap-9"),
+    ("v5.9", "vmsplice-child", "thp-9"), ("v5.9", "vmsplice-child", "pte_thp-9"),
+    ("v5.9", "iouring-ro", "thp-9"), ("v5.18", "iouring-ro", "thp-9"),
+    ("v5.9", "ro-pin-exclusive", "thp-9"), ("v5.19", "ro-pin-shared", "thp-9"),
+    ("v6.15", "ro-pin-previously-shared", "pte_thp-9"),
+})
+
+
+def fast_subset(preset: str) -> list[SelfTest]:
+    return [t for t in suite(get_preset(preset))
+            if t.variant.id in FAST_VARIANTS or (preset, t.case.family, t.variant.id) in PMD_SPOTS]
+
+
+def run_all(presets: Iterable[str], policy: str | None, *, fast: bool, hugetlb_1g: bool = False,
+            check_invariants: bool = False, workers: int = 1) -> dict[str, SuiteResult]:
+    """Run the (fast or full) suite on every preset with ``policy`` (None: the preset's own)."""
+    jobs: list[Job] = []
+    spans: dict[str, tuple[int, int, str]] = {}
+    for preset in presets:
+        config = get_preset(preset)
+        name = policy or config.default_policy
+        tests = fast_subset(preset) if fast else suite(config)
+        spans[preset] = (len(jobs), len(jobs) + len(tests), name)
+        jobs += [Job(i, t, config, name, hugetlb_1g, check_invariants)
+                 for i, t in enumerate(tests, 1)]
+    results = run_jobs(jobs, workers=workers)
+    return {p: SuiteResult(p, name, results[a:b], hugetlb_1g) for p, (a, b, name) in spans.items()}
+
+
+def problems_against(suites: dict[str, SuiteResult], want: object) -> list[str]:
+    """Tests whose verdict differs from ``want(preset, result)``, as readable lines."""
+    out = []
+    for preset, s in suites.items():
+        for r in s.results:
+            expect = want(preset, r)  # type: ignore[operator]
+            if r.result != expect:
+                out.append(f"{preset} {s.policy}: {r.test.name}: got {r.result} ({r.message}), "
+                           f"expected {expect}")
+    return out
+
+
+# ------------------------------------------------------------------ upstream expectations
+def era_verdict(preset: str, r: SelftestResult) -> str:
+    """What the preset's own rule must give: upstream's verdict, or the simulator's where a
+    known divergence says so."""
+    d = divergence(preset, r.test)
+    if d is not None:
+        return d.sim
+    if r.result == "skip" and r.message == "need more free huge pages":
+        return "skip"  # 1 GiB hugetlb variants without --hugetlb-1g
+    return expected(preset, r.test.case.family, r.test.variant.kind)[0]
+
+
+@pytest.fixture(scope="module")
+def fast_results() -> dict[str, SuiteResult]:
+    return run_all(PRESETS, None, fast=True)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_each_preset_gives_upstreams_verdicts_on_the_fast_subset(
+    fast_results: dict[str, SuiteResult], preset: str,
+) -> None:
+    suites = {preset: fast_results[preset]}
+    assert problems_against(suites, era_verdict) == []
+    assert {r.test.case.family for r in suites[preset].results} >= {c.family for c in ANON_CASES}
+
+
+def test_the_detector_agrees_with_every_verdict_of_the_fast_subset(
+    fast_results: dict[str, SuiteResult],
+) -> None:
+    """A leak case fails exactly when a ``leak`` violation was recorded, a pin case exactly
+    when a ``pin_incoherent`` one was."""
+    disagreements = [f"{p}: {r.test.name}: {r.disagreement}"
+                     for p, s in fast_results.items() for r in s.disagreements()]
+    assert disagreements == []
+    assert all(r.agrees is not None for s in fast_results.values() for r in s.results
+               if r.result in ("pass", "fail", "xfail"))
+
+
+def test_the_cve_reproduces_on_v5_7_and_is_fixed_for_ptes_in_v5_9_and_for_swap_in_v5_18(
+    fast_results: dict[str, SuiteResult],
+) -> None:
+    def verdict(preset: str, name: str) -> str:
+        return next(r.result for r in fast_results[preset].results if r.test.name == name)
+
+    base = "vmsplice() + unmap in child ... with base page"
+    swap = "vmsplice() + unmap in child ... with swapped out base page"
+    assert [verdict(p, base) for p in ("v5.7", "v5.8", "v5.9")] == ["fail", "pass", "pass"]
+    assert [verdict(p, swap) for p in ("v5.7", "v5.9", "v5.18")] == ["fail", "fail", "pass"]
+
+
+# ------------------------------------------------------------------ reference policies
+def setup_divergence_verdict(preset: str, r: SelftestResult) -> str | None:
+    """Divergences in the memory setup (no policy involved): the simulator skips."""
+    family, vid = r.test.case.family, r.test.variant.id
+    if family in COLLAPSE:
+        return "skip"
+    if preset == "v6.9" and vid in MTHP_SWAPPED:
+        return "skip"
+    if r.result == "skip" and r.message == "need more free huge pages":
+        return "skip"
+    return None
+
+
+def oracle_verdict(preset: str, r: SelftestResult) -> str:
+    """The oracle reuses exactly the truly exclusive pages. It passes every case from v5.19
+    on. Before v5.19 it cannot keep a pin coherent when the pin was taken on a page another
+    process still maps at the time of the write: there is no unshare fault, so the write
+    must copy (reusing would leak) and the pin keeps the old page. That is the R/O pin on a
+    shared page on v5.7, v5.9 and v5.18 (v5.8's GUP breaks COW before pinning), and fork()
+    with an io_uring buffer on v5.7 and v5.8 (fork() shares the pinned page until
+    70e806e4e645). hugetlb is never the policy's to decide (hugetlb_wp()), so its verdicts
+    are the era's, XFAILs included."""
+    skip = setup_divergence_verdict(preset, r)
+    if skip is not None:
+        return skip
+    family, kind = r.test.case.family, r.test.variant.kind
+    if kind == "hugetlb":
+        return expected(preset, family, kind)[0]
+    if family in RO_PIN_SHARED and preset in ("v5.7", "v5.9", "v5.18"):
+        return "fail"
+    if family in IOURING_FORK and preset in ("v5.7", "v5.8"):
+        return "fail"
+    if (family in RO_PIN_EXCL and r.test.variant.id == "partial_shared-9"
+            and preset in ("v5.7", "v5.9", "v5.18")):
+        return "fail"  # known divergence: the dead setup child's stale PTEs look shared
+    return "pass"
+
+
+def always_copy_verdict(preset: str, r: SelftestResult) -> str:
+    """Copying never leaks; it breaks a pin whenever the pinned page takes a write fault the
+    policy decides: R/O-mapped io_uring buffer everywhere; fork() with it before v5.9 (from
+    70e806e4e645 the child gets the copy and the parent's PTE stays writable); R/O pins
+    except on v5.8 (its COW break copies before pinning) and except, from v6.11, a
+    previously-shared page that was swapped out (swap-in maps it writable on the read
+    fault, c18160dba5ff, so the write does not fault). hugetlb: the era's own verdicts."""
+    skip = setup_divergence_verdict(preset, r)
+    if skip is not None:
+        return skip
+    family, kind = r.test.case.family, r.test.variant.kind
+    if kind == "hugetlb":
+        return expected(preset, family, kind)[0]
+    if family in LEAK_CASES:
+        return "pass"
+    if family in IOURING_RO:
+        return "fail"
+    if family in IOURING_FORK:
+        return "fail" if preset in ("v5.7", "v5.8") else "pass"
+    if preset == "v5.8":
+        return "pass"
+    if (family in ("ro-pin-previously-shared", "ro-fast-pin-previously-shared")
+            and r.test.variant.swapped and preset in ("v6.11", "v6.15")):
+        return "pass"
+    return "fail"
+
+
+def always_reuse_verdict(preset: str, r: SelftestResult) -> str:
+    """Reusing never breaks a pin and leaks every page shared with another process: it
+    fails every leak case and passes every pin case (hugetlb: the era's own verdicts)."""
+    skip = setup_divergence_verdict(preset, r)
+    if skip is not None:
+        return skip
+    family, kind = r.test.case.family, r.test.variant.kind
+    if kind == "hugetlb":
+        return expected(preset, family, kind)[0]
+    return "fail" if family in LEAK_CASES else "pass"
+
+
+VERDICTS = {"oracle": oracle_verdict, "always-copy": always_copy_verdict,
+            "always-reuse": always_reuse_verdict}
+
+
+@pytest.fixture(scope="module")
+def fast_reference_results() -> dict[str, dict[str, SuiteResult]]:
+    return {policy: run_all(PRESETS, policy, fast=True) for policy in REFERENCE_POLICIES}
+
+
+@pytest.mark.parametrize("policy", REFERENCE_POLICIES)
+def test_reference_policies_fail_what_their_rule_predicts_on_the_fast_subset(
+    fast_reference_results: dict[str, dict[str, SuiteResult]], policy: str,
+) -> None:
+    suites = fast_reference_results[policy]
+    assert problems_against(suites, VERDICTS[policy]) == []
+    assert [r.test.name for s in suites.values() for r in s.disagreements()] == []
+
+
+def test_always_reuse_passes_pin_cases_but_the_detector_sees_the_leak_cow_c_cannot(
+    fast_reference_results: dict[str, dict[str, SuiteResult]],
+) -> None:
+    """cow.c's R/O pin case only reads through the pin; reusing the page the child still
+    maps is a leak nonetheless, recorded by the detector and reported apart."""
+    r = next(r for r in fast_reference_results["always-reuse"]["v5.19"].results
+             if r.test.name == "R/O GUP pin on R/O-mapped shared page ... with base page")
+    assert r.result == "pass" and r.agrees is True
+    assert r.violations.get("leak", 0) > 0
+
+
+# ------------------------------------------------------------------ the suite's shape
+def test_the_suite_has_cow_c_s_tests_in_cow_c_s_order() -> None:
+    old, new = suite(get_preset("v5.7")), suite(get_preset("v6.15"))
+    # 14 anonymous cases x (2 base + 8 PMD THP + 2 hugetlb), + 4 collapse cases.
+    assert len(old) == 14 * 12 + 4
+    # v6.8+ adds 7 mTHP sizes x 6 variants.
+    assert len(new) == 14 * (12 + 7 * 6) + 4
+    names = [t.name for t in new]
+    assert len(set(names)) == len(names)
+    assert names[:3] == [
+        "Basic COW after fork() ... with base page",
+        "Basic COW after fork() ... with swapped out base page",
+        "Basic COW after fork() ... with PTE-mapped THP (16 kB)",
+    ]
+    assert "R/O GUP pin on R/O-mapped shared page ... with THP (2048 kB)" in names
+    assert "vmsplice() + unmap in child ... with swapped-out, PTE-mapped THP (1024 kB)" in names
+    assert "fork() with an iouring fixed buffer ... with partially mremap()'ed THP (64 kB)" in names
+    assert names[53] == "Basic COW after fork() ... with hugetlb (1048576 kB)"
+    assert names[-4:] == [c.desc for c in ALL_CASES[-4:]]
+    assert not any("(16 kB)" in t.name for t in old)
+
+
+def test_filter_matches_names_and_ids_case_insensitively() -> None:
+    tests = suite(get_preset("v5.19"))
+    assert len(select(tests, "HUGETLB (2048")) == 14
+    assert len(select(tests, "vmsplice-child/base")) == 2  # ids: family/variant
+    assert select(tests, None) == tests
+
+
+def test_a_1_gib_hugetlb_page_is_sampled_and_everything_else_touched_in_full() -> None:
+    assert touched_pages(0, 512) == list(range(512))
+    sample = touched_pages(1 << 18, 1 << 18)
+    assert len(sample) == MAX_TOUCHED + 1
+    assert sample[0] == 1 << 18 and sample[-1] == (1 << 19) - 1
+
+
+def test_hugetlb_1g_skips_like_cow_c_without_reserved_pages() -> None:
+    config = get_preset("v5.19")
+    test = next(t for t in suite(config) if t.variant == Variant("hugetlb", 18))
+    r = run_test(test, config, get_registry().make_policy("exclusive"), hugetlb_1g=False)
+    assert (r.result, r.message, r.agrees) == ("skip", "need more free huge pages", None)
+
+
+def test_a_leak_is_judged_by_content_and_reported_in_kselftest_style() -> None:
+    config = get_preset("v5.7")
+    tests = select(suite(config), "vmsplice() + unmap in child ... with base page")
+    policy = get_registry().make_policy("legacy")
+    r = run_test(tests[0], config, policy, number=3)
+    assert (r.result, r.message) == ("fail", "Leak from parent into child")
+    assert r.violations == {"leak": 1} and r.agrees is True
+    assert tap_result(r) == [
+        "# [RUN] vmsplice() + unmap in child ... with base page",
+        "# Leak from parent into child",
+        "not ok 3 vmsplice() + unmap in child ... with base page",
+    ]
+
+
+def test_tap_report_has_plan_skip_xfail_and_totals() -> None:
+    config = get_preset("v5.19")
+    policy = get_registry().make_policy("exclusive")
+    tests = select(suite(config), "vmsplice() + unmap in child ... with hugetlb")
+    results = [run_test(t, config, policy, number=i, hugetlb_1g=False)
+               for i, t in enumerate(tests, 1)]
+    text = format_tap(SuiteResult("v5.19", "exclusive", results, False))
+    lines = text.splitlines()
+    assert lines[:3] == ["TAP version 13", "# cowlab selftest: kernel v5.19, policy exclusive",
+                         "1..2"]
+    assert "ok 1 vmsplice() + unmap in child ... with hugetlb (2048 kB) # XFAIL Leak from " \
+           "parent into child" in lines
+    assert "ok 2 vmsplice() + unmap in child ... with hugetlb (1048576 kB) # SKIP need more " \
+           "free huge pages" in lines
+    assert lines[-1] == "# Totals: pass:0 fail:0 xfail:1 xpass:0 skip:1 error:0"
+
+
+def test_every_case_observes_through_content_not_the_detector() -> None:
+    """The procedures only read memory, pipes and pins: a policy that reuses everything
+    fails every leak case on a base page by content, and the detector agrees."""
+    config = get_preset("v6.15")
+    policy = get_registry().make_policy("always-reuse")
+    for test in select(suite(config), "... with base page"):
+        r = run_test(test, config, policy)
+        assert r.agrees is True, test.name
+        assert (r.result == "fail") == (test.case.family in LEAK_CASES), test.name
+        assert r.result != "fail" or r.message.startswith("Leak from")
+
+
+def test_families_are_split_into_leak_and_pin_cases() -> None:
+    for case in ALL_CASES:
+        assert (case.kind == "leak") == (case.family in LEAK_CASES + COLLAPSE)
+        assert (case.kind == "pin") == (case.family in PIN_CASES)
+        assert case.xfail_hugetlb == (case.family in VMSPLICE)
+
+
+# ------------------------------------------------------------------ the whole matrix (slow)
+@pytest.fixture(scope="session")
+def full_results() -> dict[str, SuiteResult]:
+    """Every test on every preset with its own rule, 1 GiB hugetlb included, kernel
+    invariants checked after each test, spread over the available CPUs."""
+    return run_all(PRESETS, None, fast=False, hugetlb_1g=True, check_invariants=True,
+                   workers=default_jobs())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_each_preset_gives_upstreams_verdict_on_every_case_and_variant(
+    full_results: dict[str, SuiteResult], preset: str,
+) -> None:
+    assert problems_against({preset: full_results[preset]}, era_verdict) == []
+
+
+@pytest.mark.slow
+def test_the_detector_agrees_on_every_case_variant_and_preset(
+    full_results: dict[str, SuiteResult],
+) -> None:
+    results = [r for s in full_results.values() for r in s.results]
+    assert [r.test.name for r in results if r.agrees is False] == []
+    assert [f"{r.test.name}: {r.message}" for r in results if r.result == "error"] == []
+    assert len(results) == 5 * 172 + 3 * 760
+
+
+@pytest.mark.slow
+def test_1g_hugetlb_behaves_like_2m_hugetlb_everywhere(full_results: dict[str, SuiteResult]) -> None:
+    for s in full_results.values():
+        by_case: dict[str, dict[int, str]] = {}
+        for r in s.results:
+            if r.test.variant.kind == "hugetlb":
+                by_case.setdefault(r.test.case.family, {})[r.test.variant.order] = r.result
+        assert all(v[9] == v[18] for v in by_case.values()), s.kernel
+
+
+@pytest.fixture(scope="session")
+def full_reference_results() -> dict[str, dict[str, SuiteResult]]:
+    return {policy: run_all(PRESETS, policy, fast=False, workers=default_jobs())
+            for policy in REFERENCE_POLICIES}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", REFERENCE_POLICIES)
+def test_reference_policies_fail_what_their_rule_predicts_everywhere(
+    full_reference_results: dict[str, dict[str, SuiteResult]], policy: str,
+) -> None:
+    suites = full_reference_results[policy]
+    assert problems_against(suites, VERDICTS[policy]) == []
+    assert [r.test.name for s in suites.values() for r in s.disagreements()] == []
