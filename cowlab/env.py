@@ -83,7 +83,7 @@ from cowlab.kernel.decision import Decision
 from cowlab.kernel.fault import FEATURE_NAMES, FaultRecord, FaultView, OracleFaultView
 from cowlab.kernel.kernel import Kernel
 from cowlab.plugins import PluginError, PluginRegistry, get_registry
-from cowlab.workloads.base import Budget, Run, Workload, machine_for
+from cowlab.workloads.base import Budget, Run, Workload, machine_for, resolve_workload
 
 __all__ = [
     "ENV_ID",
@@ -380,7 +380,8 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         self.fault = None
 
     def _start(self, index: int, run_seed: int) -> FaultView | None:
-        workload = self._make_workload(index)
+        # mix-v1 and friends pick their component from the run's seed.
+        workload = resolve_workload(self._make_workload(index), run_seed)
         kernel = Kernel(
             self.kernel_config,
             self._bridge,

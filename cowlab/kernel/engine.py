@@ -160,6 +160,7 @@ class Engine:
         clock = self.clock
         kernel = self.kernel
         free_at = self.cpu_free_at
+        stopped = False
         while ready and self._live:
             at, _seq, thread = ready[0]
             if until_ns is not None and at > until_ns:
@@ -193,6 +194,7 @@ class Engine:
             else:
                 self._push(max(value, start), thread)
             if stop is not None and stop():
+                stopped = True
                 break
-        if until_ns is not None:
+        if until_ns is not None and not stopped:
             clock.run_until(max(clock.now, until_ns))

@@ -277,6 +277,16 @@ class Kernel:
         self.counters["allocstall"] += 1
         free = self.nr_free_pages
         if not reclaimed and free is not None and free <= 0:
+            due = self.clock.next_event_time()
+            if due is not None:
+                # reclaim_throttle(): pages are under writeback; wait for the next
+                # completion and retry rather than declare out-of-memory.
+                if self.defer_sleeps:
+                    raise Sleep(due, "reclaim throttled on writeback")
+                start = self.clock.now
+                self.clock.run_until(due)
+                self.busy_ns += self.clock.now - start
+                return self.direct_reclaim(cpu)
             raise KernelError(
                 f"out of memory: {self.machine.ram_pages} pages of RAM are in use and none "
                 "could be reclaimed (raise machine.ram_pages or add swap)"
@@ -1062,14 +1072,14 @@ class Kernel:
         userfaultfd_wp(self, mm, page, pages, enable)
 
     @operation
-    def migrate(self, folio: Folio, duration_ns: int) -> bool:
+    def migrate(self, folio: Folio, duration_ns: int, cpu: int = 0) -> bool:
         """Begin migrating ``folio`` (kcompactd, NUMA balancing): it stays locked and
         unmapped behind migration entries for ``duration_ns``, then is copied to a new
         folio (or restored if someone holds a reference). False if it cannot be migrated."""
         if not start_migration(self, folio, self.clock.now + duration_ns):
             return False
         def done() -> None:
-            finish_migration(self, folio, 0)
+            finish_migration(self, folio, cpu)
 
         self.clock.schedule(self.clock.now + duration_ns, done)
         return True

@@ -67,6 +67,11 @@ def start_migration(k: Kernel, folio: Folio, release_at: int) -> bool:
         or folio.order
     ):
         return False
+    if k.config.anon_exclusive and folio.maybe_dma_pinned() and any(folio.pae):
+        # try_to_migrate_one(): page_try_share_anon_rmap() refuses to unmap a possibly
+        # pinned exclusive page, so the migration fails before it starts.
+        k.counters["pgmigrate_fail"] += 1
+        return False
     k.lru.del_from_list(folio)
     folio.get(ISOLATED, "migration")
     k.lock_folio(folio, "migration", release_at)
