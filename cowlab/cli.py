@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import cast
 
+import yaml
+
 from cowlab import __version__
 from cowlab.kernel.errors import KernelError
 from cowlab.kernel.fault import PolicyError
@@ -192,6 +194,201 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
 
+def _eval_specs(args: argparse.Namespace) -> tuple[list[object], str, str | None]:
+    """The run specs of ``cowlab eval``, the executor kind and the Ray address."""
+    from cowlab.records import RunSpec
+
+    executor = args.executor
+    address = args.address
+    if args.config:
+        from cowlab.config import (
+            ConfigError,
+            eval_seeds,
+            load_config,
+            workload_entries,
+        )
+
+        try:
+            cfg = load_config(args.config, args.overrides)
+            entries = cfg.eval.workloads or [e for _, e in workload_entries(
+                cfg.workload, where=args.config, prefix="workload")]
+        except ConfigError as exc:
+            raise CliError(str(exc)) from None
+        policies = args.policy or list(cfg.eval.baselines)
+        seeds = (parse_seeds_arg(args.seeds) if args.seeds else eval_seeds(cfg.eval.seeds))
+        machine = {"cpus": cfg.machine.cpus, "swap": cfg.machine.swap,
+                   "stable_writes": cfg.machine.stable_writes,
+                   "swap_slots": cfg.machine.swap_slots}
+        geometry: dict[str, object] = {}
+        if (cfg.geometry.paging_levels, cfg.geometry.high_user_addresses,
+                cfg.geometry.mthp_orders) != (4, False, None):
+            geometry = {"paging_levels": cfg.geometry.paging_levels,
+                        "high_user_addresses": cfg.geometry.high_user_addresses}
+            if cfg.geometry.mthp_orders is not None:
+                geometry["mthp_orders"] = tuple(cfg.geometry.mthp_orders)
+        kernels = args.kernel or [cfg.kernel.preset]
+        specs: list[object] = [
+            RunSpec(policy=p, kernel=k, workload=e.name, seed=s,
+                    max_decisions=args.decisions or cfg.eval.max_decisions,
+                    policy_params=dict(cfg.eval.policy_params.get(p, {})),
+                    facilities=dict(cfg.kernel.facilities), workload_params=dict(e.params),
+                    machine=machine, geometry=geometry)
+            for p in policies for k in kernels for e in entries for s in seeds
+        ]
+        if executor is None:
+            executor = "ray" if cfg.executor.kind.name == "ray" else "process"
+            address = address or (cfg.executor.address if executor == "ray" else None)
+        return specs, executor, address
+    if args.overrides:
+        raise CliError(f"key=value overrides need a CONFIG (got {' '.join(args.overrides)})")
+    missing = [o for o, v in (("--policy", args.policy), ("--workload", args.workload))
+               if not v]
+    if missing:
+        raise CliError(f"give a CONFIG, or {' and '.join(missing)}")
+    # YAML scalars, so --param npages=4 is the same run as npages: 4 in a config.
+    params = {k: yaml.safe_load(v) if v else v for k, v in _parse_params(args.param).items()}
+    seeds = parse_seeds_arg(args.seeds or "0")
+    specs = [
+        RunSpec(policy=p, kernel=k, workload=w, seed=s, max_decisions=args.decisions or 2000,
+                workload_params=params)
+        for p in args.policy for k in (args.kernel or ["v5.19"]) for w in args.workload
+        for s in seeds
+    ]
+    return specs, executor or "process", address
+
+
+def parse_seeds_arg(text: str) -> list[int]:
+    """``--seeds 0-9`` as a list, or a CliError."""
+    from cowlab.evaluate import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as exc:
+        raise CliError(f"--seeds: {exc}") from None
+
+
+def _check_specs(specs: Sequence[object]) -> None:
+    """Resolve every policy, kernel and workload once, so bad names fail before the sweep."""
+    from cowlab.kernels import resolve_kernel
+    from cowlab.records import RunSpec
+
+    registry = get_registry()
+    seen: set[str] = set()
+    for spec in cast("Sequence[RunSpec]", specs):
+        pkey = f"{spec.policy}:{sorted(spec.policy_params.items())}"
+        wkey = f"{spec.workload}:{sorted(spec.workload_params.items())}"
+        try:
+            if pkey not in seen:
+                registry.make_policy(spec.policy, dict(spec.policy_params), where="--policy")
+            if spec.kernel not in seen:
+                resolve_kernel(spec.kernel, where="--kernel")
+            if wkey not in seen:
+                registry.make("workload", spec.workload, dict(spec.workload_params),
+                              where="--workload")
+        except PluginError as exc:
+            raise CliError(str(exc)) from None
+        seen.update((pkey, spec.kernel, wkey))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """cowlab eval [CONFIG [KEY=VALUE ...]] [--policy P ...] [--workload W ...]
+    [--kernel K ...] [--seeds 0-9] [--out FILE] [--executor KIND]"""
+    from cowlab.evaluate import run_sweep
+    from cowlab.executors import ExecutorError, make_executor
+
+    specs, kind, address = _eval_specs(args)
+    _check_specs(specs)
+    try:
+        executor = make_executor(kind, workers=args.workers, address=address)
+    except ExecutorError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        result = run_sweep(specs, args.out, executor=executor, resume=not args.fresh,
+                           progress=not args.quiet)
+    finally:
+        executor.close()
+    print(format_eval_summary(result.records))
+    print(f"{len(result.records)} records in {args.out} ({result.ran} run now, "
+          f"{result.skipped} already there) in {result.wall_s:.1f} s on {kind}")
+    return 0
+
+
+def format_eval_summary(records: Sequence[dict[str, object]]) -> str:
+    """One line per (policy, kernel, workload): runs, mean reuse rate, violations."""
+    groups: dict[tuple[str, str, str], list[dict[str, object]]] = {}
+    for rec in records:
+        cfg = cast(dict[str, object], rec["config"])
+        key = (str(cfg["policy"]), str(cfg["kernel"]), str(cfg["workload"]))
+        groups.setdefault(key, []).append(rec)
+    lines = [f"{'policy':<24} {'kernel':<7} {'workload':<24} {'runs':>4} "
+             f"{'reuse rate':>10} {'violations':>10}"]
+    for (pol, ker, wl), recs in groups.items():
+        metrics = [cast(dict[str, object], r["metrics"]) for r in recs]
+        rates = [float(cast(float, m["reuse_rate"])) for m in metrics
+                 if m["reuse_rate"] is not None]
+        rate = f"{sum(rates) / len(rates):.4f}" if rates else "n/a"
+        viol = sum(int(cast(int, m["violations_total"])) for m in metrics)
+        lines.append(f"{pol:<24} {ker:<7} {wl:<24} {len(recs):>4} {rate:>10} {viol:>10}")
+    return "\n".join(lines)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """cowlab validate FILE... : replay every record; exit 1 on any mismatch."""
+    from cowlab.records import RecordError, iter_files, validate_record
+
+    total = bad = 0
+    try:
+        for path, line, rec in iter_files(args.files):
+            total += 1
+            cfg = rec.get("config", {})
+            what = (f"{path}:{line}: {cfg.get('policy')} / {cfg.get('kernel')} / "
+                    f"{cfg.get('workload')} / seed {cfg.get('seed')}")
+            try:
+                diffs = validate_record(rec)
+            except (RecordError, PluginError, PresetError, KernelError, PolicyError,
+                    TypeError, ValueError) as exc:
+                diffs = [f"<replay failed: {exc}>"]
+            if diffs:
+                bad += 1
+                shown = ", ".join(diffs[:5]) + (f" (+{len(diffs) - 5} more)"
+                                                 if len(diffs) > 5 else "")
+                print(f"{what}: NOT reproduced: differs in {shown}")
+            elif not args.quiet:
+                print(f"{what}: reproduced")
+    except (RecordError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"{total - bad}/{total} records reproduced" + (f", {bad} not" if bad else ""))
+    return 1 if bad else 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    """cowlab leaderboard CONFIG [KEY=VALUE ...]"""
+    from cowlab.executors import ExecutorError
+    from cowlab.leaderboard import (
+        LeaderboardError,
+        load_leaderboard_config,
+        main_header,
+        main_rows,
+        run_leaderboard,
+    )
+
+    try:
+        cfg = load_leaderboard_config(args.config, args.overrides)
+        command = " ".join(["cowlab leaderboard", args.config, *args.overrides])
+        board, files = run_leaderboard(cfg, command=command, progress=not args.quiet)
+    except (LeaderboardError, ExecutorError) as exc:
+        raise CliError(str(exc)) from None
+    except PluginError as exc:
+        raise CliError(f"{args.config}: {exc}") from None
+    header = main_header(board)
+    print("  ".join(header[:5]))
+    for row in main_rows(board):
+        print("  ".join(row[:5]))
+    for path in files:
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every verb."""
     parser = argparse.ArgumentParser(
@@ -262,6 +459,42 @@ def build_parser() -> argparse.ArgumentParser:
     trainp.add_argument("--trust-model", action="store_true",
                         help="load the checkpoint even if its sha256 sidecar does not match")
     trainp.set_defaults(handler=cmd_train)
+    evalp = sub.add_parser("eval", help="evaluate policies on workloads x kernels x seeds "
+                           "and append replayable records")
+    evalp.add_argument("config", nargs="?", help="training config YAML (its eval group: "
+                       "workloads, seeds, baselines)")
+    evalp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    evalp.add_argument("--policy", action="append", default=[],
+                       help="policy name (repeatable; with CONFIG: replaces eval.baselines)")
+    evalp.add_argument("--workload", action="append", default=[], help="workload id (repeatable)")
+    evalp.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="a workload parameter (repeatable)")
+    evalp.add_argument("--kernel", action="append", default=[],
+                       help="kernel preset (repeatable; default v5.19 or the config's)")
+    evalp.add_argument("--seeds", help="seeds, e.g. 0-9 or 0,3,5-7 (default 0; with CONFIG: "
+                       "the evaluation seeds)")
+    evalp.add_argument("--decisions", type=int, default=None,
+                       help="policy decisions per run (default 2000 or eval.max_decisions)")
+    evalp.add_argument("--out", default="records.jsonl", help="records file (appended; "
+                       "finished runs are skipped)")
+    evalp.add_argument("--fresh", action="store_true", help="start a new records file")
+    evalp.add_argument("--executor", choices=["inprocess", "process", "ray"], default=None,
+                       help="where runs execute (default: a local process pool)")
+    evalp.add_argument("--workers", type=int, default=None, help="worker processes")
+    evalp.add_argument("--address", default=None, help="Ray cluster address")
+    evalp.add_argument("--quiet", action="store_true", help="no progress lines")
+    evalp.set_defaults(handler=cmd_eval)
+    valp = sub.add_parser("validate", help="replay records and check them field by field")
+    valp.add_argument("files", nargs="+", metavar="FILE", help="records files (JSON Lines)")
+    valp.add_argument("--quiet", action="store_true", help="print only mismatches")
+    valp.set_defaults(handler=cmd_validate)
+    lbp = sub.add_parser("leaderboard", help="run a benchmark suite and write the leaderboard")
+    lbp.add_argument("config", help="leaderboard config, e.g. "
+                     "configs/leaderboard/cowlab-bench-v1.yaml")
+    lbp.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                     help="config overrides, e.g. executor=inprocess")
+    lbp.add_argument("--quiet", action="store_true", help="no progress lines")
+    lbp.set_defaults(handler=cmd_leaderboard)
     kernels = sub.add_parser("kernels", help="list kernel presets")
     kernels.add_argument("--facilities", action="store_true", help="show every facility flag")
     kernels.set_defaults(handler=cmd_kernels)
@@ -280,12 +513,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cowlab`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "trust_models_global", False):
-        os.environ["COWLAB_TRUST_MODELS"] = "1"  # read by the sb3 policy when it loads
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    trust = getattr(args, "trust_models_global", False)
+    saved = os.environ.get("COWLAB_TRUST_MODELS")
+    if trust:
+        # Read by the sb3 policy when it loads; only for this command (main() may be
+        # called again in the same process, e.g. by tests or plugins).
+        os.environ["COWLAB_TRUST_MODELS"] = "1"
     try:
         return int(handler(args))
     except (CliError, PresetError) as exc:
@@ -294,6 +531,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cowlab: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if trust:
+            if saved is None:
+                os.environ.pop("COWLAB_TRUST_MODELS", None)
+            else:
+                os.environ["COWLAB_TRUST_MODELS"] = saved
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,11 +19,13 @@ is over every truly reusable fault of every run, the p99 latency over every faul
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from pathlib import Path
+from typing import Any, TextIO, cast
 
 from cowlab.config import WorkloadEntry
 from cowlab.geometry import DEFAULT_GEOMETRY, Geometry
@@ -32,10 +34,18 @@ from cowlab.kernel.kernel import Machine
 from cowlab.kernel.policy import Policy
 from cowlab.kernel.presets import KernelConfig
 from cowlab.metrics import summarize
-from cowlab.plugins import PluginRegistry, get_registry
+from cowlab.plugins import PluginRegistry, call_lifecycle, get_registry
 from cowlab.workloads.base import Budget, Workload, WorkloadResult, run_workload
 
-__all__ = ["Evaluation", "evaluate_policy", "run_once"]
+__all__ = [
+    "Evaluation",
+    "Progress",
+    "SweepResult",
+    "evaluate_policy",
+    "parse_seeds",
+    "run_once",
+    "run_sweep",
+]
 
 
 @dataclass
@@ -115,3 +125,155 @@ def evaluate_policy(
         decisions_sha256=digest.hexdigest(),
         wall_s=time.perf_counter() - start,
     )
+
+
+# ------------------------------------------------------------------------------ sweeps
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-9"``, ``"3"``, ``"0,2,5-7"`` -> a sorted list of distinct seeds.
+
+        >>> parse_seeds("0-3,7,2")
+        [0, 1, 2, 3, 7]
+
+    Raises:
+        ValueError: Not a seed list.
+    """
+    seeds: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        try:
+            if sep:
+                a, b = int(lo), int(hi)
+                if b < a:
+                    raise ValueError
+                seeds.update(range(a, b + 1))
+            else:
+                seeds.add(int(part))
+        except ValueError:
+            raise ValueError(f"bad seed list {text!r}: expected e.g. 0-9 or 0,2,5-7") from None
+    return sorted(seeds)
+
+
+class Progress:
+    """Progress of a sweep on stderr: done / total, rate and an estimate of the time left."""
+
+    def __init__(self, total: int, *, workers: int = 1, stream: TextIO | None = None,
+                 every_s: float = 1.0) -> None:
+        self.total = total
+        self.workers = workers
+        self.done = 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.every_s = every_s
+        self.start = time.perf_counter()
+        self._last = 0.0
+
+    def eta_s(self) -> float | None:
+        """Seconds left at the rate so far (None before the first record)."""
+        if not self.done:
+            return None
+        elapsed = time.perf_counter() - self.start
+        return elapsed / self.done * (self.total - self.done)
+
+    def line(self) -> str:
+        """The current progress line."""
+        elapsed = time.perf_counter() - self.start
+        eta = self.eta_s()
+        rate = self.done / elapsed * 60 if elapsed > 0 else 0.0
+        left = "?" if eta is None else _hms(eta)
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        return (f"sweep: {self.done}/{self.total} records ({pct:.0f}%), "
+                f"{rate:.0f} records/min on {self.workers} worker(s), "
+                f"elapsed {_hms(elapsed)}, ETA {left}")
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` finished records; print at most every ``every_s`` seconds."""
+        self.done += n
+        now = time.perf_counter()
+        if self.done >= self.total or now - self._last >= self.every_s:
+            self._last = now
+            print(self.line(), file=self.stream, flush=True)
+
+
+def _hms(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+@dataclass
+class SweepResult:
+    """What a sweep produced: every record of its specs (old and new), in spec order."""
+
+    records: list[dict[str, Any]]
+    #: Records run by this call (the others were found in the file).
+    ran: int
+    skipped: int
+    wall_s: float
+
+
+def run_sweep(
+    specs: Sequence[Any],
+    out: str | Path,
+    *,
+    executor: Any = None,
+    resume: bool = True,
+    progress: bool = True,
+    registry: PluginRegistry | None = None,
+    stream: TextIO | None = None,
+) -> SweepResult:
+    """Run every spec not yet in ``out`` and append its record there.
+
+    Records already in the file (same config) are skipped, so an interrupted sweep
+    resumes where it stopped; a torn last line is dropped with a warning first. Calls the
+    lifecycle hooks ``cowlab_run_started``, ``cowlab_episode_finished`` (per record) and
+    ``cowlab_run_finished``.
+
+    Args:
+        specs: :class:`cowlab.records.RunSpec` objects (duplicates are run once).
+        out: The JSON Lines records file.
+        executor: A :class:`cowlab.executors.Executor` (default: the process pool).
+        resume: Keep existing records and skip their specs; False starts a new file.
+        progress: Print progress with an estimate of the time left to ``stream``.
+        registry: Plugin registry for the lifecycle hooks.
+        stream: Where progress goes (default stderr).
+    """
+    from cowlab.executors import make_executor
+    from cowlab.records import RecordWriter, record_key, repair
+
+    reg = registry or get_registry()
+    start = time.perf_counter()
+    path = Path(out)
+    if not resume and path.exists():
+        path.unlink()
+    existing = {record_key(r["config"]): r for r in repair(path) if "config" in r}
+    wanted: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        wanted.setdefault(spec.key, spec.to_dict())
+    todo_keys = [k for k in wanted if k not in existing]
+    own = executor is None
+    ex = make_executor("process") if own else executor
+    run_info = {"kind": "sweep", "out": str(path), "executor": ex.name,
+                "total": len(wanted), "todo": len(todo_keys)}
+    call_lifecycle(reg, "cowlab_run_started", run=run_info)
+    bar = Progress(len(todo_keys), workers=ex.workers, stream=stream) if progress else None
+    new: dict[str, dict[str, Any]] = {}
+    try:
+        if todo_keys:
+            with RecordWriter(path) as writer:
+                todo = [wanted[k] for k in todo_keys]
+                for i, rec in ex.map_unordered(todo):
+                    writer.write(rec)
+                    new[todo_keys[i]] = rec
+                    call_lifecycle(reg, "cowlab_episode_finished", run=run_info, episode=rec)
+                    if bar is not None:
+                        bar.update()
+    finally:
+        if own:
+            ex.close()
+    records = [existing.get(k) or new[k] for k in wanted]
+    call_lifecycle(reg, "cowlab_run_finished", run=run_info,
+                   results={"records": len(records), "ran": len(new),
+                            "skipped": len(wanted) - len(todo_keys)})
+    return SweepResult(records, len(new), len(wanted) - len(todo_keys),
+                       time.perf_counter() - start)

@@ -230,22 +230,6 @@ KNOWN_DIVERGENCES: tuple[Divergence, ...] = (
         "shrink_folio_list() splits with split_folio_to_list(folio, folio_list), which queues "
         "the tail pages on the list being reclaimed: the same MADV_PAGEOUT swaps out every "
         "page."),
-    Divergence(
-        ("v5.7",), VMSPLICE, ("partial_shared-9",), "pass",
-        "cowlab/kernel/kernel.py Kernel.madvise() (dontfork/dofork via MM.split_range()), "
-        "fork.py copy_huge_mapping(), Kernel.exit_mm()",
-        "Splitting a VMA inside a PMD-mapped THP does not split the PMD (upstream: "
-        "__split_vma() -> vma_adjust_trans_huge() -> split_huge_pmd()); fork() then copies "
-        "the whole PMD into the child's one-page VMA, and the child's exit zaps only its VMA, "
-        "leaving 511 PTEs of the dead 'setup-child' mapping the THP. Their mapcount makes v5.7's "
-        "reuse_swap_page() copy, so the leak upstream shows is hidden."),
-    Divergence(
-        ("v5.7",), RO_PIN_EXCL, ("partial_shared-9",), "fail",
-        "cowlab/kernel/kernel.py Kernel.madvise(), fork.py copy_huge_mapping(), "
-        "Kernel.exit_mm()",
-        "The same stale mappings of the dead 'setup-child' (see above) keep mapcount 2 on "
-        "pages 1..511, so v5.7's reuse_swap_page() copies the pinned page that upstream, "
-        "where it is mapped once, reuses."),
 )
 
 
@@ -288,7 +272,7 @@ def test_only_hugetlb_vmsplice_cases_are_expected_failures() -> None:
 
 
 def test_divergences_name_real_tests_and_differ_from_upstream() -> None:
-    variant_ids = {"thp-9", "partial_shared-9", *MTHP_SWAPPED}
+    variant_ids = {"thp-9", *MTHP_SWAPPED}
     for d in KNOWN_DIVERGENCES:
         assert set(d.presets) <= set(PRESETS)
         assert set(d.families) <= set(FAMILIES)

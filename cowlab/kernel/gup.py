@@ -70,44 +70,51 @@ def get_user_pages(
     cfg = k.config
     records: list[FaultRecord] = []
     ids: list[int] = []
-    for p in range(page, page + pages):
-        vma = k.vma_or_error(mm, p)
-        if not vma.readable or (write and not vma.writable):
-            raise KernelError(
-                f"mm {mm.name}: GUP of page {p}: mapping is PROT_{vma.prot.upper()} (EFAULT)"
-            )
-        force_write = write or (cfg.gup_cow_break and vma.writable)
-        mm.cpus.add(cpu)
-        for _attempt in range(3):
-            pte = mm.pt.get(p, 0)
-            if not pte & 1:
-                rec = k.handle_fault(mm, vma, p, cpu, write=force_write, record=force_write)
-            elif force_write and not pte & 2:
-                rec = k.handle_fault(mm, vma, p, cpu, write=True, record=True)
-            elif pin and not write and cfg.gup_unshare and must_unshare(k, pte):
-                rec = k.handle_fault(mm, vma, p, cpu, write=False, record=True, unshare=True)
-            else:
-                break
-            if rec is not None:
-                records.append(rec)
-        pte = mm.pt[p]
-        pfn = pte_pfn(pte)
-        if pfn == ZERO_PFN:
-            raise KernelError(
-                f"mm {mm.name}: GUP of page {p} found the shared zero page; write the page first"
-            )
-        folio = k.frames[pfn]
-        handle = GupHandle(k.next_gup_id, name, mm.id, p, pfn, pin, write, longterm, fast)
-        k.next_gup_id += 1
-        k.gups[handle.id] = handle
-        ids.append(handle.id)
-        if pin:
-            folio.pin(handle.id)
-            mm.has_pinned = True
-            k.counters["nr_foll_pin_acquired"] += 1
-        else:
-            folio.get("gup", handle.id)
+    # Registered at once so that an interrupted request (a fault that must sleep and be
+    # retried, an error) can drop exactly the references it took so far.
     k.gup_names[name] = ids
+    try:
+        for p in range(page, page + pages):
+            vma = k.vma_or_error(mm, p)
+            if not vma.readable or (write and not vma.writable):
+                raise KernelError(
+                    f"mm {mm.name}: GUP of page {p}: mapping is PROT_{vma.prot.upper()} (EFAULT)"
+                )
+            force_write = write or (cfg.gup_cow_break and vma.writable)
+            mm.cpus.add(cpu)
+            for _attempt in range(3):
+                pte = mm.pt.get(p, 0)
+                if not pte & 1:
+                    rec = k.handle_fault(mm, vma, p, cpu, write=force_write, record=force_write)
+                elif force_write and not pte & 2:
+                    rec = k.handle_fault(mm, vma, p, cpu, write=True, record=True)
+                elif pin and not write and cfg.gup_unshare and must_unshare(k, pte):
+                    rec = k.handle_fault(mm, vma, p, cpu, write=False, record=True, unshare=True)
+                else:
+                    break
+                if rec is not None:
+                    records.append(rec)
+            pte = mm.pt[p]
+            pfn = pte_pfn(pte)
+            if pfn == ZERO_PFN:
+                raise KernelError(
+                    f"mm {mm.name}: GUP of page {p} found the shared zero page; write the page first"
+                )
+            folio = k.frames[pfn]
+            handle = GupHandle(k.next_gup_id, name, mm.id, p, pfn, pin, write, longterm, fast)
+            k.next_gup_id += 1
+            k.gups[handle.id] = handle
+            ids.append(handle.id)
+            if pin:
+                folio.pin(handle.id)
+                mm.has_pinned = True
+                k.counters["nr_foll_pin_acquired"] += 1
+            else:
+                folio.get("gup", handle.id)
+    except BaseException:
+        del k.gup_names[name]
+        _drop_handles(k, ids)
+        raise
     return records
 
 
@@ -126,6 +133,10 @@ def put_user_pages(k: Kernel, name: str) -> None:
     if ids is None:
         known = ", ".join(sorted(k.gup_names)) or "none"
         raise KernelError(f"no GUP reference named {name!r} is held (held: {known})")
+    _drop_handles(k, ids)
+
+
+def _drop_handles(k: Kernel, ids: list[int]) -> None:
     for hid in ids:
         handle = k.gups.pop(hid)
         folio = k.frames[handle.pfn]

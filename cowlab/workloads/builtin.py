@@ -10,6 +10,7 @@ from cowlab.workloads.memcached import MemcachedPressure, MemcachedPressureParam
 from cowlab.workloads.mix import Mix, MixParams
 from cowlab.workloads.pinned_io import PinnedIo, PinnedIoParams
 from cowlab.workloads.softdirty import SoftdirtyTracking, SoftdirtyTrackingParams
+from cowlab.workloads.vmsplice import VmsplicePipe, VmsplicePipeParams
 
 
 @hookimpl
@@ -54,6 +55,13 @@ def cowlab_register_workloads(register: RegisterFn) -> None:
         KsmVms,
         params=KsmVmsParams,
         description="VM guests with mergeable memory under ksmd, then writing",
+    )
+    register(
+        "vmsplice-pipe-v1",
+        VmsplicePipe,
+        params=VmsplicePipeParams,
+        description="forked workers vmsplice() shared pages into pipes and exit "
+        "(CVE-2020-29374's pattern)",
     )
     register(
         "mix-v1",

@@ -28,6 +28,7 @@ from cowlab.workloads.ksm_vms import KsmVms
 from cowlab.workloads.memcached import MemcachedPressure
 from cowlab.workloads.pinned_io import PinnedIo
 from cowlab.workloads.softdirty import SoftdirtyTracking
+from cowlab.workloads.vmsplice import VmsplicePipe
 
 #: Mixture parameter name -> (workload id, factory with default parameters).
 COMPONENTS: dict[str, tuple[str, Callable[[], Workload]]] = {
@@ -37,6 +38,7 @@ COMPONENTS: dict[str, tuple[str, Callable[[], Workload]]] = {
     "memcached_pressure": ("memcached-pressure-v1", MemcachedPressure),
     "softdirty_tracking": ("softdirty-tracking-v1", SoftdirtyTracking),
     "ksm_vms": ("ksm-vms-v1", KsmVms),
+    "vmsplice_pipe": ("vmsplice-pipe-v1", VmsplicePipe),
 }
 
 
@@ -56,6 +58,8 @@ class MixParams:
     softdirty_tracking: float = 1.0
     #: Weight of ``ksm-vms-v1``.
     ksm_vms: float = 1.0
+    #: Weight of ``vmsplice-pipe-v1``.
+    vmsplice_pipe: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

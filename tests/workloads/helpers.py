@@ -21,6 +21,7 @@ SMALL: dict[str, dict[str, Any]] = {
                               "qemu_period_ms": 0.5},
     "ksm-vms-v1": {"vms": 3, "pages": 64, "idle_ms": 0.3, "duration_ms": 3.0,
                    "ksm_sleep_ms": 0.05},
+    "vmsplice-pipe-v1": {"pages": 128, "duration_ms": 3.0, "splice_period_ms": 0.2},
     "mix-v1": {},
 }
 

@@ -22,7 +22,7 @@ def test_every_shipped_workload_but_the_mixture_is_a_component() -> None:
 
 def test_the_choice_follows_the_weights_and_is_fixed_by_the_seed() -> None:
     mix = Mix(forceswap=3.0, ksm_vms=1.0, fork_snapshot=0.0, pinned_io=0.0,
-              memcached_pressure=0.0, softdirty_tracking=0.0)
+              memcached_pressure=0.0, softdirty_tracking=0.0, vmsplice_pipe=0.0)
     picks = Counter(mix.component_for(seed) for seed in range(400))
     assert set(picks) == {"forceswap-v1", "ksm-vms-v1"}
     assert 250 < picks["forceswap-v1"] < 350

@@ -189,3 +189,22 @@ def test_docs_describe_every_workload_parameter_and_actor() -> None:
             )
     for actor in ("kswapd", "kcompactd", "ksmd", "lru_drain_all", "khugepaged"):
         assert actor in text
+
+
+def test_vmsplice_pipe_leaks_under_the_mapcount_rule_and_not_under_refcount_rules() -> None:
+    """CVE-2020-29374 as a workload: v5.7's rule reuses pages an exited worker's pipe
+    still references; v5.9's refcount rule and the oracle copy them."""
+    from cowlab.kernel import get_preset
+    from cowlab.plugins import get_registry
+    from cowlab.workloads import Budget, run_workload
+
+    reg = get_registry()
+
+    def violations(policy: str) -> int:
+        workload = reg.make("workload", "vmsplice-pipe-v1", {"pages": 256})
+        result = run_workload(workload, get_preset("v5.19"), reg.make_policy(policy),
+                              seed=1, budget=Budget(max_decisions=600))
+        return int(result.metrics["violations_total"])
+
+    assert violations("legacy") > 0
+    assert violations("baseline") == violations("exclusive") == violations("oracle") == 0

@@ -1,0 +1,177 @@
+"""Leaderboard statistics after rliable (Agarwal et al., NeurIPS 2021), implemented here.
+
+Scores are arranged per *task* (one workload on one kernel preset): ``{task: [score per
+seed]}``. All random draws come from a seeded :class:`numpy.random.Generator`, so a table
+is the same every time it is made from the same records.
+
+* :func:`normalized_score`: 0 for ``baseline``, 1 for ``oracle``, on the reuse rate.
+* :func:`iqm`: interquartile mean, the mean of the middle 50% of scores with fractional
+  weights for the scores that straddle the 25% and 75% cut points.
+* :func:`stratified_bootstrap_ci`: percentile CI of a statistic over bootstrap replicates
+  that resample seeds with replacement independently within each task.
+* :func:`probability_of_improvement`: the mean over tasks of P(X > Y) + 0.5 P(X = Y),
+  estimated with the Mann-Whitney U statistic.
+* :func:`performance_profile`: the fraction of runs with a score above each threshold.
+
+    >>> iqm([0.0, 1.0, 2.0, 3.0])
+    1.5
+    >>> probability_of_improvement({"t": [1.0, 2.0]}, {"t": [1.0]})
+    0.75
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "DEGENERATE_EPS",
+    "iqm",
+    "normalized_score",
+    "performance_profile",
+    "probability_of_improvement",
+    "probability_of_improvement_ci",
+    "stratified_bootstrap_ci",
+]
+
+#: Oracle and baseline reuse rates closer than this leave a cell without headroom.
+DEGENERATE_EPS = 1e-12
+
+Scores = Mapping[str, Sequence[float]]
+
+
+def normalized_score(rate: float | None, baseline: float | None, oracle: float | None
+                     ) -> float | None:
+    """A run's reuse rate on the scale baseline = 0, oracle = 1.
+
+    ``(rate - baseline) / (oracle - baseline)``. A cell where the oracle is no better
+    than the baseline (``oracle - baseline < DEGENERATE_EPS``) has no headroom: a run
+    that reaches the oracle's rate scores 1, a run below it scores 0. A cell without
+    truly reusable faults (any rate None) has no score (None) and is left out.
+
+        >>> normalized_score(0.75, 0.5, 1.0), normalized_score(1.0, 1.0, 1.0)
+        (0.5, 1.0)
+        >>> normalized_score(0.9, 1.0, 1.0), normalized_score(None, 0.0, 1.0)
+        (0.0, None)
+    """
+    if rate is None or baseline is None or oracle is None:
+        return None
+    if oracle - baseline < DEGENERATE_EPS:
+        return 1.0 if rate >= oracle - DEGENERATE_EPS else 0.0
+    return (rate - baseline) / (oracle - baseline)
+
+
+def iqm(values: Sequence[float] | np.ndarray) -> float:
+    """The interquartile mean: trim 25% of the mass from each end, average the rest.
+
+    Sorted value ``i`` (0-based) of ``n`` covers ``[i, i + 1)``; its weight is the
+    overlap of that interval with ``[n / 4, 3n / 4]``, so when ``n`` is not a multiple of
+    4 the values at the cut points count fractionally. For multiples of 4 this equals
+    ``scipy.stats.trim_mean(values, 0.25)`` (what rliable uses).
+
+        >>> iqm([1.0, 2.0, 3.0])  # weights 1/4, 1, 1/4 over 1.5
+        2.0
+        >>> round(iqm([0.0, 0.0, 1.0, 4.0, 9.0]), 6)  # (.75*0 + 1*1 + .75*4) / 2.5
+        1.6
+    """
+    x = np.sort(np.asarray(values, dtype=float))
+    n = x.size
+    if n == 0:
+        return math.nan
+    lo, hi = 0.25 * n, 0.75 * n
+    idx = np.arange(n, dtype=float)
+    weights = np.clip(np.minimum(idx + 1.0, hi) - np.maximum(idx, lo), 0.0, 1.0)
+    return float(np.dot(weights, x) / (hi - lo))
+
+
+def _pooled(scores: Scores) -> np.ndarray:
+    parts = [np.asarray(v, dtype=float) for v in scores.values() if len(v)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def stratified_bootstrap_ci(
+    scores: Scores,
+    statistic: Callable[[np.ndarray], float] = iqm,
+    *,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Point estimate and percentile CI of ``statistic`` over all runs of all tasks.
+
+    Each replicate resamples, within every task independently, as many runs as the task
+    has, with replacement (rliable's ``StratifiedBootstrap``), pools them and applies
+    ``statistic``. The interval is the ``(1 - confidence) / 2`` and
+    ``(1 + confidence) / 2`` percentiles of the replicates (linear interpolation).
+
+    Returns:
+        ``(estimate, low, high)``; NaNs when there are no scores.
+    """
+    pooled = _pooled(scores)
+    if pooled.size == 0:
+        return math.nan, math.nan, math.nan
+    point = statistic(pooled)
+    rng = np.random.default_rng(seed)
+    tasks = [np.asarray(v, dtype=float) for v in scores.values() if len(v)]
+    reps_values = np.empty(reps)
+    for r in range(reps):
+        sample = np.concatenate([t[rng.integers(0, t.size, t.size)] for t in tasks])
+        reps_values[r] = statistic(sample)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.percentile(reps_values, [100 * alpha, 100 * (1 - alpha)])
+    return point, float(low), float(high)
+
+
+def _p_greater(x: np.ndarray, y: np.ndarray) -> float:
+    """P(X > Y) + 0.5 P(X = Y) = U / (n m), the Mann-Whitney U statistic of X over Y."""
+    greater = (x[:, None] > y[None, :]).sum()
+    ties = (x[:, None] == y[None, :]).sum()
+    return float((greater + 0.5 * ties) / (x.size * y.size))
+
+
+def probability_of_improvement(x: Scores, y: Scores) -> float:
+    """rliable's P(X > Y): the mean over the tasks both have of the Mann-Whitney estimate.
+
+    Tasks missing on either side (or empty) are skipped; NaN when none is shared.
+    """
+    shared = [t for t in x if t in y and len(x[t]) and len(y[t])]
+    if not shared:
+        return math.nan
+    return float(np.mean([_p_greater(np.asarray(x[t], dtype=float),
+                                     np.asarray(y[t], dtype=float)) for t in shared]))
+
+
+def probability_of_improvement_ci(x: Scores, y: Scores, *, reps: int = 2000,
+                                  confidence: float = 0.95, seed: int = 0
+                                  ) -> tuple[float, float, float]:
+    """P(X > Y) with a stratified-bootstrap percentile CI (both sides resampled per task)."""
+    point = probability_of_improvement(x, y)
+    shared = [t for t in x if t in y and len(x[t]) and len(y[t])]
+    if not shared:
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    xs = [np.asarray(x[t], dtype=float) for t in shared]
+    ys = [np.asarray(y[t], dtype=float) for t in shared]
+    values = np.empty(reps)
+    for r in range(reps):
+        values[r] = np.mean([
+            _p_greater(a[rng.integers(0, a.size, a.size)], b[rng.integers(0, b.size, b.size)])
+            for a, b in zip(xs, ys, strict=True)
+        ])
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.percentile(values, [100 * alpha, 100 * (1 - alpha)])
+    return point, float(low), float(high)
+
+
+def performance_profile(scores: Scores, taus: Sequence[float]) -> list[float]:
+    """For each ``tau``, the fraction of all runs (every task, every seed) scoring above it.
+
+        >>> performance_profile({"a": [0.0, 0.5], "b": [1.0, 1.0]}, [0.0, 0.5, 1.0])
+        [0.75, 0.5, 0.0]
+    """
+    pooled = _pooled(scores)
+    if pooled.size == 0:
+        return [math.nan for _ in taus]
+    return [float(np.mean(pooled > tau)) for tau in taus]
