@@ -258,7 +258,9 @@ class EvalConfig:
 class ExecutorConfig:
     """Where evaluation runs execute."""
 
-    #: ``local`` (in this process); ``ray`` is reserved for a later version.
+    #: ``local`` (this machine: ``cowlab eval CONFIG`` uses a process pool) or ``ray``
+    #: (``cowlab eval CONFIG`` runs its sweep on Ray; needs the ``ray`` extra).
+    #: ``cowlab train`` evaluates in its own process either way.
     kind: ExecutorKind = ExecutorKind.local
     #: Ray cluster address (``auto``), for ``kind: ray``.
     address: str = "auto"
@@ -546,10 +548,6 @@ def validate(
         )
     if any(n < 1 for n in cfg.agent.net_arch):
         raise ConfigError(f"{source}: agent.net_arch: layer sizes must be at least 1")
-    if cfg.executor.kind is ExecutorKind.ray:
-        raise ConfigError(
-            f"{source}: executor.kind: 'ray' is not supported in this version; use 'local'"
-        )
     if cfg.eval.seeds >= VALIDATION_SEED_BASE:
         raise ConfigError(f"{source}: eval.seeds: at most {VALIDATION_SEED_BASE - 1}")
 

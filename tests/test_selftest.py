@@ -58,7 +58,8 @@ def fast_subset(preset: str) -> list[SelfTest]:
 def pmd_and_fast_subset(preset: str) -> list[SelfTest]:
     """The fast subset plus every variant of the PMD-sized THP."""
     return [t for t in suite(get_preset(preset))
-            if t.variant.id in FAST_VARIANTS or t.variant.order == 9 and t.variant.kind != "hugetlb"]
+            if t.variant.id in FAST_VARIANTS
+            or (t.variant.order == 9 and t.variant.kind != "hugetlb")]
 
 
 #: The presets whose 1 GiB hugetlb variants the slow run includes: one per distinct

@@ -3,7 +3,7 @@
 ``expected(preset, family, kind)`` gives the verdict an upstream kernel of the preset's era
 would give for one cow.c test (a case family over a memory variant kind), with a one-line
 reason from that era's rules; :data:`RULES` is the table behind it, grouped by case family,
-variant family and era, first match wins. :data:`KNOWN_DIVERGENCES` lists where the
+variant family and era, first match wins. ``cowlab.selftest.divergences`` lists where the
 simulator does not reproduce upstream, with the simulator's verdict, the code at fault
 and why; the tests in ``test_selftest.py`` assert both (so fixing the simulator makes a
 divergence entry fail until it is removed).
@@ -25,6 +25,7 @@ import pytest
 
 from cowlab.kernel.presets import PRESETS as _PRESETS
 from cowlab.selftest import ALL_CASES, SelfTest
+from cowlab.selftest.divergences import KNOWN_DIVERGENCES, Divergence, divergence_for
 from cowlab.selftest.variants import KINDS
 
 PRESETS = tuple(_PRESETS)
@@ -190,55 +191,12 @@ def expected(preset: str, family: str, kind: str) -> tuple[str, str]:
     raise LookupError(f"no expectation for {family} over {kind} on {preset}")
 
 
-@dataclass(frozen=True)
-class Divergence:
-    """The simulator gives ``sim`` where upstream gives :func:`expected`'s verdict."""
-
-    presets: tuple[str, ...]
-    families: tuple[str, ...]
-    variants: tuple[str, ...]  # variant ids, e.g. "partial_shared-9"
-    sim: str
-    where: str
-    why: str
-
-    def covers(self, preset: str, test: SelfTest) -> bool:
-        """This divergence applies to ``test`` on ``preset``."""
-        return (preset in self.presets and test.case.family in self.families
-                and test.variant.id in self.variants)
-
-
 MTHP_SWAPPED = tuple(f"pte_thp_swap-{order}" for order in range(2, 9))
-
-#: Where the simulator does not do what upstream does (the final report repeats these).
-KNOWN_DIVERGENCES: tuple[Divergence, ...] = (
-    Divergence(
-        V6_1_ON, COLLAPSE, ("thp-9",), "skip",
-        "cowlab/kernel/mm.py MM.split_range() and protect.py change_protection(); "
-        "thp.py collapse()",
-        "VMAs are split but never merged again: after cow.c's mprotect(PROT_READ) + "
-        "mprotect(PROT_READ|PROT_WRITE) of one subpage (and MADV_DONTFORK + MADV_DOFORK) the "
-        "THP spans three VMAs, and collapse() returns False for a 2 MiB range not inside one "
-        "VMA, so MADV_COLLAPSE does nothing. Upstream mprotect_fixup() and "
-        "madvise_update_vma() merge the VMAs back (vma_merge()), cow.c relies on it ('Revert "
-        "MADV_DONTFORK such that we merge the VMAs'), and the collapse succeeds."),
-    Divergence(
-        ("v6.9",), ANON_FAMILIES, MTHP_SWAPPED, "skip",
-        "cowlab/kernel/reclaim.py reclaim_folio()",
-        "Before v6.10 (845982eb264b) an mTHP folio is split to be swapped out; the simulator "
-        "puts the pieces back on the LRU for a later pass, so MADV_PAGEOUT leaves the "
-        "PTE-mapped mTHP present and cow.c's range_is_swapped() check skips. Upstream "
-        "shrink_folio_list() splits with split_folio_to_list(folio, folio_list), which queues "
-        "the tail pages on the list being reclaimed: the same MADV_PAGEOUT swaps out every "
-        "page."),
-)
 
 
 def divergence(preset: str, test: SelfTest) -> Divergence | None:
     """The known divergence for ``test`` on ``preset``, if any."""
-    for d in KNOWN_DIVERGENCES:
-        if d.covers(preset, test):
-            return d
-    return None
+    return divergence_for(preset, test.case.family, test.variant.id)
 
 
 # ------------------------------------------------------------------ the table itself
@@ -271,13 +229,15 @@ def test_only_hugetlb_vmsplice_cases_are_expected_failures() -> None:
                     assert kind == "hugetlb" and family in VMSPLICE
 
 
-def test_divergences_name_real_tests_and_differ_from_upstream() -> None:
+def test_divergences_name_real_tests_and_state_upstreams_verdict() -> None:
+    """Each divergence's ``upstream`` verdict is this table's, and differs from ``sim``."""
     variant_ids = {"thp-9", *MTHP_SWAPPED}
     for d in KNOWN_DIVERGENCES:
         assert set(d.presets) <= set(PRESETS)
         assert set(d.families) <= set(FAMILIES)
         assert set(d.variants) <= variant_ids
+        assert d.sim != d.upstream
         for preset in d.presets:
             for family in d.families:
                 for vid in d.variants:
-                    assert expected(preset, family, vid.split("-")[0])[0] != d.sim
+                    assert expected(preset, family, vid.split("-")[0])[0] == d.upstream

@@ -18,7 +18,8 @@ import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from cowlab.selftest.runner import RESULTS, SuiteResult, SelftestResult
+from cowlab.selftest.divergences import KNOWN_DIVERGENCES
+from cowlab.selftest.runner import RESULTS, SelftestResult, SuiteResult
 from cowlab.selftest.variants import KINDS
 
 
@@ -45,6 +46,10 @@ def tap_result(r: SelftestResult) -> list[str]:
     else:
         lines.append(f"# {r.message}")
         lines.append(f"not ok {r.number} {r.test.name}")
+    if r.divergence is not None:
+        d = DIVERGENCES[r.divergence]
+        lines.append(f"# [NOTE] known simulator divergence '{d.id}': upstream Linux gives "
+                     f"{d.upstream.upper()} here (docs/selftest.md)")
     if r.agrees is False:
         lines.append(f"# [WARN] violation detector disagrees: {r.disagreement}")
     return lines
@@ -103,6 +108,7 @@ def _counts(results: Iterable[SelftestResult]) -> dict[str, int]:
     return counts
 
 
+DIVERGENCES = {d.id: d for d in KNOWN_DIVERGENCES}
 _TAGS = (("fail", "F"), ("xfail", "X"), ("skip", "S"), ("error", "E"))
 
 
@@ -131,6 +137,15 @@ def format_matrix_md(columns: Sequence[MatrixColumn], *, title: str,
     ]
     lines = [f"# {title}", ""]
     lines += list(notes)
+    seen = sorted({r.divergence for c in columns for r in c.suite.results if r.divergence})
+    if seen:
+        lines += ["", "Known simulator divergences in this table (docs/selftest.md explains "
+                  "them; the tests assert both verdicts):", ""]
+        for name in seen:
+            d = DIVERGENCES[name]
+            affected = sum(1 for c in columns for r in c.suite.results if r.divergence == name)
+            lines.append(f"- `{d.id}` ({affected} tests): the simulator gives {d.sim.upper()} "
+                         f"where upstream gives {d.upstream.upper()}; {d.where}.")
     lines += [
         "",
         "Each cell: tests passed / tests run, then `F` failed, `X` expected failures "
@@ -157,8 +172,8 @@ def format_matrix_md(columns: Sequence[MatrixColumn], *, title: str,
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ("kernel", "policy", "number", "name", "case", "variant", "size_kb", "result",
-              "message", "leak", "pin_incoherent", "agrees")
+CSV_FIELDS = ("kernel", "policy", "number", "id", "name", "case", "variant", "size_kb", "result",
+              "message", "leak", "pin_incoherent", "agrees", "divergence")
 
 
 def format_matrix_csv(columns: Sequence[MatrixColumn]) -> str:
@@ -170,9 +185,9 @@ def format_matrix_csv(columns: Sequence[MatrixColumn]) -> str:
         for r in c.suite.results:
             d = r.to_dict()
             writer.writerow([
-                c.suite.kernel, c.suite.policy, r.number, r.test.name, r.test.case.desc,
+                c.suite.kernel, c.suite.policy, r.number, r.test.id, r.test.name, r.test.case.desc,
                 d["variant"], "" if d["size_kb"] is None else d["size_kb"], r.result,
                 r.message, r.violations.get("leak", 0), r.violations.get("pin_incoherent", 0),
-                "" if r.agrees is None else str(r.agrees).lower(),
+                "" if r.agrees is None else str(r.agrees).lower(), r.divergence or "",
             ])
     return out.getvalue()

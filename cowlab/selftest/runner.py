@@ -20,6 +20,7 @@ from cowlab.geometry import DEFAULT_GEOMETRY, HPAGE_PMD_ORDER, Geometry
 from cowlab.kernel import Kernel, KernelConfig, KernelError, Machine, PolicyError
 from cowlab.kernel.policy import Policy
 from cowlab.selftest.cases import ANON_CASES, THP_CASES, Case
+from cowlab.selftest.divergences import divergence_for
 from cowlab.selftest.variants import Skip, Variant, setup, variants_for
 
 #: cow.c's verdicts (kselftest's counters).
@@ -70,6 +71,8 @@ class SelftestResult:
     setup_violations: dict[str, int] = field(default_factory=dict)
     #: Write and unshare faults of the case by outcome (reuse, copy).
     decisions: dict[str, int] = field(default_factory=dict)
+    #: The id of the known simulator divergence that affects this test, if any.
+    divergence: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -112,6 +115,7 @@ class SelftestResult:
             "setup_violations": dict(self.setup_violations),
             "decisions": dict(self.decisions),
             "agrees": self.agrees,
+            "divergence": self.divergence,
         }
 
 
@@ -162,6 +166,27 @@ def run_test(
     with no 1 GiB page reserved (SKIP, "need more free huge pages"); they are the slow
     ones in Python. ``check_invariants`` turns any broken kernel invariant into an error.
     """
+    result = _run_test(test, config, policy, number=number, seed=seed, machine=machine,
+                       geometry=geometry, hugetlb_1g=hugetlb_1g,
+                       check_invariants=check_invariants)
+    known = divergence_for(config.name, test.case.family, test.variant.id)
+    if known is not None and result.result == known.sim:
+        result.divergence = known.id
+    return result
+
+
+def _run_test(
+    test: SelfTest,
+    config: KernelConfig,
+    policy: Policy,
+    *,
+    number: int,
+    seed: int,
+    machine: Machine | None,
+    geometry: Geometry,
+    hugetlb_1g: bool,
+    check_invariants: bool,
+) -> SelftestResult:
     variant = test.variant
     if variant.is_hugetlb and variant.order == HUGETLB_1G_ORDER and not hugetlb_1g:
         return SelftestResult(number, test, "skip", NO_HUGEPAGES)
@@ -332,8 +357,8 @@ def default_jobs() -> int:
 __all__ = [
     "Job",
     "SelfTest",
-    "SuiteResult",
     "SelftestResult",
+    "SuiteResult",
     "run_jobs",
     "run_matrix",
     "run_suite",
