@@ -531,6 +531,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cowlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`cowlab plugins | head`): not an error of ours.
+        sys.stderr.close()
+        return 0
     finally:
         if trust:
             if saved is None:
