@@ -501,7 +501,30 @@ def build_parser() -> argparse.ArgumentParser:
     from cowlab.selftest.command import add_parser as add_selftest_parser
 
     add_selftest_parser(sub, cmd_selftest)
+    _add_plugin_commands(sub)
     return parser
+
+
+class _CommandHost:
+    """What ``cowlab_register_commands(cli)`` receives: ``cli.add_command(name, help=)``."""
+
+    def __init__(self, sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        self._sub = sub
+        self._taken = set(sub.choices)
+
+    def add_command(self, name: str, *, help: str) -> argparse.ArgumentParser:
+        """A new sub-command; the plugin adds arguments and ``set_defaults(handler=fn)``."""
+        if name in self._taken:
+            raise ValueError(f"the command {name!r} already exists")
+        self._taken.add(name)
+        return self._sub.add_parser(name, help=help)
+
+
+def _add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Let plugins add sub-commands (one plugin failing does not break the CLI)."""
+    from cowlab.plugins import call_lifecycle
+
+    call_lifecycle(get_registry(), "cowlab_register_commands", cli=_CommandHost(sub))
 
 
 def _missing(parser: argparse.ArgumentParser) -> int:

@@ -239,14 +239,22 @@ def run_sweep(
         stream: Where progress goes (default stderr).
     """
     from cowlab.executors import make_executor
-    from cowlab.records import RecordWriter, record_key, repair
+    from cowlab.records import RecordWriter, record_key, repair, rewrite, still_current
 
     reg = registry or get_registry()
     start = time.perf_counter()
     path = Path(out)
     if not resume and path.exists():
         path.unlink()
-    existing = {record_key(r["config"]): r for r in repair(path) if "config" in r}
+    stored = [r for r in repair(path) if "config" in r]
+    current = [r for r in stored if still_current(r)]
+    if len(current) < len(stored):
+        # Records of a model that has since been retrained are stale: drop them (the file
+        # is replaced atomically) and run those cells again.
+        print(f"cowlab: {len(stored) - len(current)} record(s) in {path} describe a model "
+              "file that has changed since; running them again", file=stream or sys.stderr)
+        rewrite(path, current)
+    existing = {record_key(r["config"]): r for r in current}
     wanted: dict[str, dict[str, Any]] = {}
     for spec in specs:
         wanted.setdefault(spec.key, spec.to_dict())

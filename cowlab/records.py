@@ -187,6 +187,20 @@ def _file_sha256(path: str) -> str | None:
         return None
 
 
+def still_current(record: Mapping[str, Any]) -> bool:
+    """Whether a stored record still describes the policy it names: a learned agent's
+    record is stale once the model file at that path has changed (retrained), so a
+    resumed sweep must run it again instead of reusing it."""
+    identity = record.get("policy")
+    if not isinstance(identity, Mapping) or "sha256" not in identity:
+        return True
+    config = record.get("config", {})
+    path = dict(config.get("policy_params") or {}).get("path")
+    if path is None:
+        path = str(config.get("policy", "")).partition(":")[2]
+    return bool(path) and _file_sha256(str(path)) == identity["sha256"]
+
+
 def _kernel_config(spec: RunSpec, registry: PluginRegistry) -> tuple[KernelConfig, list[Any]]:
     base = resolve_kernel(spec.kernel)
     contributors: list[Any] = []
@@ -394,6 +408,18 @@ def repair(path: str | Path) -> list[dict[str, Any]]:
             f.flush()
             os.fsync(f.fileno())
     return records
+
+
+def rewrite(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """Replace a records file by ``records`` atomically (temp file, fsync, os.replace)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    with open(tmp, "wb") as f:
+        for record in records:
+            f.write((json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
 
 
 class RecordWriter:

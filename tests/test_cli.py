@@ -250,3 +250,26 @@ def test_module_entry_point_reports_a_bad_file_without_a_traceback(tmp_path: Pat
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"cowlab: error: {path}: step 1: unknown op 'wirte'")
+
+
+def test_a_plugin_command_is_added_to_the_cli(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """cowlab_register_commands(cli): the plugin's sub-command runs like a built-in one."""
+    import types
+
+    from cowlab import hookimpl
+    from cowlab.plugins import load_registry
+
+    plugin = types.ModuleType("hello_plugin")
+
+    @hookimpl
+    def cowlab_register_commands(cli: Any) -> None:
+        parser = cli.add_command("hello", help="say hello")
+        parser.add_argument("who")
+        parser.set_defaults(handler=lambda args: print(f"hello {args.who}") or 0)
+
+    plugin.cowlab_register_commands = cowlab_register_commands  # type: ignore[attr-defined]
+    registry = load_registry(entry_points=True, extra_plugins=[("hello_plugin", plugin)])
+    monkeypatch.setattr("cowlab.cli.get_registry", lambda: registry)
+    assert main(["hello", "world"]) == 0
+    assert capsys.readouterr().out.strip() == "hello world"

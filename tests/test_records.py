@@ -196,7 +196,7 @@ def test_eval_command_takes_a_training_config(tmp_path: Path) -> None:
                  "--quiet"])
     assert code == 0
     recs = read_records(out)
-    assert len(recs) == 4  # the four workloads of the mix, one seed
+    assert len(recs) == 5  # the five workloads of the mix, one seed
     assert all(r["config"]["seed"] == 1 << 31 for r in recs)
 
 
@@ -227,3 +227,20 @@ def test_a_killed_sweep_resumes_to_completion_without_duplicates(tmp_path: Path)
     keys = [record_key(r["config"]) for r in recs]
     assert len(keys) == len(set(keys)) == 40
     assert f"{40 - before} run now, {before} already there" in done.stdout
+
+
+def test_a_resumed_sweep_reruns_the_records_of_a_retrained_model(tmp_path: Path) -> None:
+    """A record names its model by path and sha256; once the file changes (retrained), a
+    resumed sweep drops the stale records and runs those cells again."""
+    from cowlab.records import still_current
+
+    model = tmp_path / "model.zip"
+    model.write_bytes(b"first")
+    import hashlib
+
+    record = {"config": {"policy": f"sb3:{model}", "policy_params": {}},
+              "policy": {"sha256": hashlib.sha256(b"first").hexdigest()}}
+    assert still_current(record)
+    model.write_bytes(b"retrained")
+    assert not still_current(record)
+    assert still_current({"config": {"policy": "exclusive"}, "policy": {"name": "exclusive"}})

@@ -3,21 +3,27 @@
 The expected verdicts, with their reasons and commits, are in
 ``test_selftest_expectations.py``. The default run checks a subset that covers every case
 on every preset (base page, swapped out base page, 2 MiB hugetlb, the smallest mTHP's
-variants, and PMD-THP spot checks); the ``slow`` tests run the whole matrix, 1 GiB
-hugetlb included, plus the reference policies.
+variants, the collapse cases and PMD-THP spot checks) with each preset's own rule and the
+reference policies, and checks the committed matrices in experiments/selftest against the
+expectations. The ``slow`` tests run the whole matrix, 1 GiB hugetlb included, compare it
+with the committed one, and run the oracle over every PMD-THP variant.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from cowlab.kernel import get_preset
 from cowlab.plugins import get_registry
 from cowlab.selftest import ALL_CASES, ANON_CASES, SelfTest, SuiteResult, run_test, select, suite
-from cowlab.selftest.report import format_tap, tap_result
-from cowlab.selftest.runner import Job, SelftestResult, default_jobs, run_jobs
+from cowlab.selftest.divergences import divergence_for
+from cowlab.selftest.report import MatrixColumn, format_matrix_csv, format_tap, tap_result
+from cowlab.selftest.runner import Job, default_jobs, run_jobs
 from cowlab.selftest.variants import MAX_TOUCHED, Variant, touched_pages
 from tests.test_selftest_expectations import (
     COLLAPSE,
@@ -29,7 +35,6 @@ from tests.test_selftest_expectations import (
     PRESETS,
     RO_PIN_SHARED,
     VMSPLICE,
-    divergence,
     expected,
 )
 
@@ -51,8 +56,10 @@ PMD_SPOTS = frozenset({
 
 
 def fast_subset(preset: str) -> list[SelfTest]:
+    """Every case over :data:`FAST_VARIANTS`, the :data:`PMD_SPOTS`, the collapse cases."""
     return [t for t in suite(get_preset(preset))
-            if t.variant.id in FAST_VARIANTS or (preset, t.case.family, t.variant.id) in PMD_SPOTS]
+            if t.variant.id in FAST_VARIANTS or t.case.thp_only
+            or (preset, t.case.family, t.variant.id) in PMD_SPOTS]
 
 
 def pmd_and_fast_subset(preset: str) -> list[SelfTest]:
@@ -60,13 +67,6 @@ def pmd_and_fast_subset(preset: str) -> list[SelfTest]:
     return [t for t in suite(get_preset(preset))
             if t.variant.id in FAST_VARIANTS
             or (t.variant.order == 9 and t.variant.kind != "hugetlb")]
-
-
-#: The presets whose 1 GiB hugetlb variants the slow run includes: one per distinct
-#: hugetlb behaviour (v5.7; v5.8's COW break; v5.9's fork copy of pinned pages, as in
-#: v5.18; v5.19's PageAnonExclusive and unsharing; v6.15's mprotect upgrade). 1 GiB tests
-#: take about a second each, and on every preset they must equal the 2 MiB ones.
-HUGETLB_1G_PRESETS = ("v5.7", "v5.8", "v5.9", "v5.19", "v6.15")
 
 
 def run_all(presets: Iterable[str], policy: str | None, *,
@@ -93,28 +93,54 @@ def run_all(presets: Iterable[str], policy: str | None, *,
             for p, (a, b, name) in spans.items()}
 
 
-def problems_against(suites: dict[str, SuiteResult], want: object) -> list[str]:
-    """Tests whose verdict differs from ``want(preset, result)``, as readable lines."""
-    out = []
-    for preset, s in suites.items():
-        for r in s.results:
-            expect = want(preset, r)  # type: ignore[operator]
-            if r.result != expect:
-                out.append(f"{preset} {s.policy}: {r.test.name}: got {r.result} ({r.message}), "
-                           f"expected {expect}")
-    return out
+@dataclass(frozen=True)
+class Row:
+    """One test's verdict, from a run or from a committed matrix.csv."""
+
+    preset: str
+    policy: str
+    family: str
+    variant: str  # variant id, e.g. "pte_thp_swap-4"
+    name: str
+    result: str
+    message: str
+
+    @property
+    def kind(self) -> str:
+        return self.variant.split("-")[0]
+
+    @property
+    def swapped(self) -> bool:
+        return self.kind.endswith("_swap")
+
+
+def rows(suites: dict[str, SuiteResult]) -> list[Row]:
+    return [Row(p, s.policy, r.test.case.family, r.test.variant.id, r.test.name, r.result,
+                r.message) for p, s in suites.items() for r in s.results]
+
+
+def csv_rows(path: Path) -> list[Row]:
+    with path.open(encoding="utf-8") as f:
+        return [Row(d["kernel"], d["policy"], *d["id"].split("/"), d["name"], d["result"],
+                    d["message"]) for d in csv.DictReader(f)]
+
+
+def problems_against(tests: Iterable[Row], want: Callable[[Row], str]) -> list[str]:
+    """Tests whose verdict differs from ``want(row)``, as readable lines."""
+    return [f"{t.preset} {t.policy}: {t.name}: got {t.result} ({t.message}), "
+            f"expected {want(t)}" for t in tests if t.result != want(t)]
 
 
 # ------------------------------------------------------------------ upstream expectations
-def era_verdict(preset: str, r: SelftestResult) -> str:
+def era_verdict(t: Row) -> str:
     """What the preset's own rule must give: upstream's verdict, or the simulator's where a
     known divergence says so."""
-    d = divergence(preset, r.test)
+    d = divergence_for(t.preset, t.family, t.variant)
     if d is not None:
         return d.sim
-    if r.result == "skip" and r.message == "need more free huge pages":
+    if t.result == "skip" and t.message == "need more free huge pages":
         return "skip"  # 1 GiB hugetlb variants without --hugetlb-1g
-    return expected(preset, r.test.case.family, r.test.variant.kind)[0]
+    return expected(t.preset, t.family, t.kind)[0]
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +152,9 @@ def fast_results() -> dict[str, SuiteResult]:
 def test_each_preset_gives_upstreams_verdicts_on_the_fast_subset(
     fast_results: dict[str, SuiteResult], preset: str,
 ) -> None:
-    suites = {preset: fast_results[preset]}
-    assert problems_against(suites, era_verdict) == []
-    assert {r.test.case.family for r in suites[preset].results} >= {c.family for c in ANON_CASES}
+    assert problems_against(rows({preset: fast_results[preset]}), era_verdict) == []
+    assert {r.test.case.family for r in fast_results[preset].results} >= {
+        c.family for c in ANON_CASES}
 
 
 def test_the_detector_agrees_with_every_verdict_of_the_fast_subset(
@@ -156,19 +182,18 @@ def test_the_cve_reproduces_on_v5_7_and_is_fixed_for_ptes_in_v5_9_and_for_swap_i
 
 
 # ------------------------------------------------------------------ reference policies
-def setup_divergence_verdict(preset: str, r: SelftestResult) -> str | None:
+def setup_divergence_verdict(t: Row) -> str | None:
     """Divergences in the memory setup (no policy involved): the simulator skips."""
-    family, vid = r.test.case.family, r.test.variant.id
-    if family in COLLAPSE:
+    if t.family in COLLAPSE:
         return "skip"
-    if preset == "v6.9" and vid in MTHP_SWAPPED:
+    if t.preset == "v6.9" and t.variant in MTHP_SWAPPED:
         return "skip"
-    if r.result == "skip" and r.message == "need more free huge pages":
+    if t.result == "skip" and t.message == "need more free huge pages":
         return "skip"
     return None
 
 
-def oracle_verdict(preset: str, r: SelftestResult) -> str:
+def oracle_verdict(t: Row) -> str:
     """The oracle reuses exactly the truly exclusive pages. It passes every case from v5.19
     on. Before v5.19 it cannot keep a pin coherent when the pin was taken on a page another
     process still maps at the time of the write: there is no unshare fault, so the write
@@ -177,10 +202,10 @@ def oracle_verdict(preset: str, r: SelftestResult) -> str:
     with an io_uring buffer on v5.7 and v5.8 (fork() shares the pinned page until
     70e806e4e645). hugetlb is never the policy's to decide (hugetlb_wp()), so its verdicts
     are the era's, XFAILs included."""
-    skip = setup_divergence_verdict(preset, r)
+    skip = setup_divergence_verdict(t)
     if skip is not None:
         return skip
-    family, kind = r.test.case.family, r.test.variant.kind
+    preset, family, kind = t.preset, t.family, t.kind
     if kind == "hugetlb":
         return expected(preset, family, kind)[0]
     if family in RO_PIN_SHARED and preset in ("v5.7", "v5.9", "v5.18"):
@@ -190,17 +215,17 @@ def oracle_verdict(preset: str, r: SelftestResult) -> str:
     return "pass"
 
 
-def always_copy_verdict(preset: str, r: SelftestResult) -> str:
+def always_copy_verdict(t: Row) -> str:
     """Copying never leaks; it breaks a pin whenever the pinned page takes a write fault the
     policy decides: R/O-mapped io_uring buffer everywhere; fork() with it before v5.9 (from
     70e806e4e645 the child gets the copy and the parent's PTE stays writable); R/O pins
     except on v5.8 (its COW break copies before pinning) and except, from v6.11, a
     previously-shared page that was swapped out (swap-in maps it writable on the read
     fault, c18160dba5ff, so the write does not fault). hugetlb: the era's own verdicts."""
-    skip = setup_divergence_verdict(preset, r)
+    skip = setup_divergence_verdict(t)
     if skip is not None:
         return skip
-    family, kind = r.test.case.family, r.test.variant.kind
+    preset, family, kind = t.preset, t.family, t.kind
     if kind == "hugetlb":
         return expected(preset, family, kind)[0]
     if family in LEAK_CASES:
@@ -212,18 +237,18 @@ def always_copy_verdict(preset: str, r: SelftestResult) -> str:
     if preset == "v5.8":
         return "pass"
     if (family in ("ro-pin-previously-shared", "ro-fast-pin-previously-shared")
-            and r.test.variant.swapped and preset in ("v6.11", "v6.15")):
+            and t.swapped and preset in ("v6.11", "v6.15")):
         return "pass"
     return "fail"
 
 
-def always_reuse_verdict(preset: str, r: SelftestResult) -> str:
+def always_reuse_verdict(t: Row) -> str:
     """Reusing never breaks a pin and leaks every page shared with another process: it
     fails every leak case and passes every pin case (hugetlb: the era's own verdicts)."""
-    skip = setup_divergence_verdict(preset, r)
+    skip = setup_divergence_verdict(t)
     if skip is not None:
         return skip
-    family, kind = r.test.case.family, r.test.variant.kind
+    preset, family, kind = t.preset, t.family, t.kind
     if kind == "hugetlb":
         return expected(preset, family, kind)[0]
     return "fail" if family in LEAK_CASES else "pass"
@@ -243,7 +268,7 @@ def test_reference_policies_fail_what_their_rule_predicts_on_the_fast_subset(
     fast_reference_results: dict[str, dict[str, SuiteResult]], policy: str,
 ) -> None:
     suites = fast_reference_results[policy]
-    assert problems_against(suites, VERDICTS[policy]) == []
+    assert problems_against(rows(suites), VERDICTS[policy]) == []
     assert [r.test.name for s in suites.values() for r in s.disagreements()] == []
 
 
@@ -256,6 +281,37 @@ def test_always_reuse_passes_pin_cases_but_the_detector_sees_the_leak_cow_c_cann
              if r.test.name == "R/O GUP pin on R/O-mapped shared page ... with base page")
     assert r.result == "pass" and r.agrees is True
     assert r.violations.get("leak", 0) > 0
+
+
+# ------------------------------------------------------------------ the committed matrices
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments" / "selftest"
+
+
+def test_the_committed_presets_matrix_gives_upstreams_verdicts() -> None:
+    """experiments/selftest/matrix.csv: every preset with its own rule, every test."""
+    committed = csv_rows(EXPERIMENTS / "matrix.csv")
+    assert len(committed) == 5 * 172 + 3 * 760
+    assert {t.preset for t in committed} == set(PRESETS)
+    assert problems_against(committed, era_verdict) == []
+
+
+def test_the_committed_matrices_have_no_error_and_no_detector_disagreement() -> None:
+    for path in (EXPERIMENTS / "matrix.csv", EXPERIMENTS / "policies-v6.15" / "matrix.csv"):
+        with path.open(encoding="utf-8") as f:
+            table = list(csv.DictReader(f))
+        assert [d["name"] for d in table if d["result"] == "error"] == [], path
+        assert [d["name"] for d in table if d["agrees"] == "false"] == [], path
+
+
+def test_the_committed_policies_matrix_matches_the_reference_policies_rules() -> None:
+    committed = csv_rows(EXPERIMENTS / "policies-v6.15" / "matrix.csv")
+    assert {t.policy for t in committed} >= set(REFERENCE_POLICIES)
+    for policy in REFERENCE_POLICIES:
+        mine = [t for t in committed if t.policy == policy]
+        assert len(mine) == 760
+        assert problems_against(mine, VERDICTS[policy]) == []
+    own = [t for t in committed if t.policy == "exact-mapcount"]
+    assert problems_against(own, era_verdict) == []
 
 
 # ------------------------------------------------------------------ the suite's shape
@@ -290,8 +346,9 @@ def test_filter_matches_names_and_ids_case_insensitively() -> None:
 def test_a_1_gib_hugetlb_page_is_sampled_and_everything_else_touched_in_full() -> None:
     assert touched_pages(0, 512) == list(range(512))
     sample = touched_pages(1 << 18, 1 << 18)
-    assert len(sample) == MAX_TOUCHED + 1
-    assert sample[0] == 1 << 18 and sample[-1] == (1 << 19) - 1
+    assert len(sample) == MAX_TOUCHED + 1 + 15  # every 2 MiB, the last, the pipe's 16
+    assert sample[:17] == [(1 << 18) + i for i in range(16)] + [(1 << 18) + 512]
+    assert sample[-1] == (1 << 19) - 1
 
 
 def test_hugetlb_1g_skips_like_cow_c_without_reserved_pages() -> None:
@@ -354,10 +411,10 @@ def test_families_are_split_into_leak_and_pin_cases() -> None:
 # ------------------------------------------------------------------ the whole matrix (slow)
 @pytest.fixture(scope="session")
 def full_results() -> dict[str, SuiteResult]:
-    """Every test on every preset with its own rule (1 GiB hugetlb on
-    :data:`HUGETLB_1G_PRESETS`), kernel invariants checked, over the available CPUs."""
-    return run_all(PRESETS, None, subset=None, hugetlb_1g=HUGETLB_1G_PRESETS,
-                   check_invariants=True, workers=default_jobs())
+    """Every test on every preset with its own rule, 1 GiB hugetlb included (about a
+    second each), kernel invariants checked, over the available CPUs."""
+    return run_all(PRESETS, None, subset=None, hugetlb_1g=PRESETS, check_invariants=True,
+                   workers=default_jobs())
 
 
 @pytest.mark.slow
@@ -365,7 +422,7 @@ def full_results() -> dict[str, SuiteResult]:
 def test_each_preset_gives_upstreams_verdict_on_every_case_and_variant(
     full_results: dict[str, SuiteResult], preset: str,
 ) -> None:
-    assert problems_against({preset: full_results[preset]}, era_verdict) == []
+    assert problems_against(rows({preset: full_results[preset]}), era_verdict) == []
 
 
 @pytest.mark.slow
@@ -380,7 +437,7 @@ def test_the_detector_agrees_on_every_case_variant_and_preset(
 
 @pytest.mark.slow
 def test_1g_hugetlb_behaves_like_2m_hugetlb(full_results: dict[str, SuiteResult]) -> None:
-    for preset in HUGETLB_1G_PRESETS:
+    for preset in PRESETS:
         verdicts: dict[str, dict[int, str]] = {}
         for r in full_results[preset].results:
             if r.test.variant.kind == "hugetlb":
@@ -397,5 +454,17 @@ def oracle_pmd_results() -> dict[str, SuiteResult]:
 def test_the_oracle_fails_only_what_no_reuse_decision_can_fix_including_pmd_thp(
     oracle_pmd_results: dict[str, SuiteResult],
 ) -> None:
-    assert problems_against(oracle_pmd_results, oracle_verdict) == []
+    assert problems_against(rows(oracle_pmd_results), oracle_verdict) == []
     assert [r.test.name for s in oracle_pmd_results.values() for r in s.disagreements()] == []
+
+
+@pytest.mark.slow
+def test_the_committed_presets_matrix_is_what_the_simulator_gives_now(
+    full_results: dict[str, SuiteResult],
+) -> None:
+    """Regenerate with ``python experiments/selftest/make_matrix.py`` when this fails."""
+    fresh = csv.DictReader(format_matrix_csv(
+        [MatrixColumn(p, s) for p, s in full_results.items()]).splitlines())
+    with (EXPERIMENTS / "matrix.csv").open(encoding="utf-8") as f:
+        committed = {(d["kernel"], d["number"]): d for d in csv.DictReader(f)}
+    assert {(d["kernel"], d["number"]): d for d in fresh} == committed

@@ -136,3 +136,18 @@ def test_help_explains_the_default_kernel(capsys: pytest.CaptureFixture[str]) ->
     out = " ".join(capsys.readouterr().out.split())
     assert "default v5.19: v5.19 is the first release whose own rule passes every anonymous" \
            in out
+
+
+def test_docs_explain_every_option_variant_and_known_divergence() -> None:
+    from cowlab.cli import build_parser
+    from cowlab.selftest.divergences import KNOWN_DIVERGENCES
+    from cowlab.selftest.variants import KINDS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "selftest.md").read_text(
+        encoding="utf-8")
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    options = [o for a in sub.choices["selftest"]._actions  # type: ignore[union-attr]
+               for o in a.option_strings if o.startswith("--") and o != "--help"]
+    assert [o for o in options if f"`{o}" not in text] == []
+    assert [f for f in KINDS.values() if f"| {f} " not in text] == []
+    assert [d.id for d in KNOWN_DIVERGENCES if f"**`{d.id}`**" not in text] == []

@@ -15,6 +15,22 @@ Two of its facilities are newer than some presets and are nonetheless simulated 
 gup_test PIN_LONGTERM_TEST ioctls (v6.1), which stand for any longterm R/O pin (RDMA, VFIO),
 and MADV_COLLAPSE (v6.1, 7d8faaf15545), for which cow.c reports SKIP on older kernels and
 so do the expectations below.
+
+Where upstream is silent (cow.c never ran on these kernels) the verdicts are derived from
+the era's code, and these are the ones to double-check:
+
+* v5.8 hugetlb: 17839856fd58 forces FOLL_WRITE in __get_user_pages()'s hugetlb branch too
+  (should_force_cow_break() covers FOLL_GET and FOLL_PIN), and GUP-fast demands a writable
+  PTE, so the child's vmsplice() and the R/O pins break COW first: pass, not XFAIL.
+* v5.9 stands for v5.9..v5.17 and assumes the COW break was gone in v5.9 (a308c71bf1e6,
+  merged with 70e806e4e645); hugetlb fork() copies a pinned page only from v5.12
+  (4eae4efa2c29), so "fork() with an iouring fixed buffer ... with hugetlb" passes here but
+  fails on v5.9..v5.11.
+* v5.7/v5.8 "partially mremap()'ed THP" leak cases pass: page_trans_huge_map_swapcount()
+  is a maximum over all subpages, and the moved half stays mapped by both processes.
+* v6.9 swapped-out, PTE-mapped mTHP: upstream splits the folio onto the list being
+  reclaimed (split_folio_to_list(folio, folio_list) in shrink_folio_list()), so
+  MADV_PAGEOUT works and the cases pass as on v6.11; the simulator skips them.
 """
 
 from __future__ import annotations

@@ -196,7 +196,7 @@ def _run_test(
         setup_violations = _tally(k.violations, 0)
         if isinstance(made, Skip):
             return SelftestResult(number, test, "skip", made.reason,
-                              setup_violations=setup_violations)
+                                  setup_violations=setup_violations)
         first_violation, first_record = len(k.violations), len(k.records)
         outcome = test.case.run(made)
     except (KernelError, PolicyError) as exc:

@@ -29,7 +29,7 @@ REMAP = 1 << 24
 #: Pages a pipe holds: vmsplice() transfers at most PIPE_DEF_BUFFERS (16) pages.
 PIPE_PAGES = 16
 #: The base pages of an area that the runner writes and compares: all of them up to this
-#: many; of a larger area (only a 1 GiB hugetlb page) one page per 2 MiB plus the last.
+#: many; of a larger area (only a 1 GiB hugetlb page) a sample (see touched_pages()).
 MAX_TOUCHED = 512
 
 #: hugetlb page orders and the ``hugetlb=`` spelling of the kernel's mmap().
@@ -144,7 +144,8 @@ class Skip:
 
 def touched_pages(start: int, pages: int) -> list[int]:
     """Every page of ``[start, start+pages)``, or for an area larger than
-    :data:`MAX_TOUCHED` pages one page per 2 MiB plus the last one.
+    :data:`MAX_TOUCHED` pages the first :data:`PIPE_PAGES` (what a pipe holds), one page
+    per 2 MiB and the last one.
 
     Only a 1 GiB hugetlb page is that large. hugetlb_wp() maps, shares, copies and reuses
     a hugetlb page as one unit, so its base pages all behave alike; touching 262144 of
@@ -153,10 +154,9 @@ def touched_pages(start: int, pages: int) -> list[int]:
     if pages <= MAX_TOUCHED:
         return list(range(start, start + pages))
     step = pages // MAX_TOUCHED
-    out = list(range(start, start + pages, step))
-    if out[-1] != start + pages - 1:
-        out.append(start + pages - 1)
-    return out
+    sample = {*range(start, start + PIPE_PAGES), *range(start, start + pages, step),
+              start + pages - 1}
+    return sorted(sample)
 
 
 def fill(k: Kernel, mm: MM, pages: list[int], tag: str) -> None:
@@ -269,13 +269,14 @@ def _hugetlb(k: Kernel, mm: MM, variant: Variant) -> Area | Skip:
     return area
 
 
-def variants_for(k_config_mthp: bool, mthp_orders: tuple[int, ...], *,
+def variants_for(mthp: bool, mthp_orders: tuple[int, ...], *,
                  hugetlb_orders: tuple[int, ...] = (9, 18)) -> list[Variant]:
     """Every variant cow.c runs per anonymous case, in its order: base page, swapped out
-    base page, then for every THP size in ascending order (mTHP orders only where the
-    kernel has multi-size THP) the THP variants, then hugetlb sizes."""
+    base page, then for every THP size in ascending order (the ``mthp_orders`` below PMD
+    size only where the kernel has multi-size THP, ``mthp``) the THP variants, then the
+    hugetlb sizes."""
     out = [Variant("base"), Variant("base_swap")]
-    orders = [o for o in mthp_orders if o < HPAGE_PMD_ORDER] if k_config_mthp else []
+    orders = [o for o in mthp_orders if o < HPAGE_PMD_ORDER] if mthp else []
     for order in [*orders, HPAGE_PMD_ORDER]:
         kinds = (*PMD_ONLY_KINDS, *THP_KINDS) if order == HPAGE_PMD_ORDER else THP_KINDS
         out += [Variant(kind, order) for kind in kinds]
