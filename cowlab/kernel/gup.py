@@ -98,7 +98,8 @@ def get_user_pages(
             pfn = pte_pfn(pte)
             if pfn == ZERO_PFN:
                 raise KernelError(
-                    f"mm {mm.name}: GUP of page {p} found the shared zero page; write the page first"
+                    f"mm {mm.name}: GUP of page {p} found the shared zero page; "
+                    "write the page first"
                 )
             folio = k.frames[pfn]
             handle = GupHandle(k.next_gup_id, name, mm.id, p, pfn, pin, write, longterm, fast)
