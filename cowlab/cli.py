@@ -157,11 +157,15 @@ def cmd_policies(args: argparse.Namespace) -> int:
 
 
 def cmd_kernels(args: argparse.Namespace) -> int:
-    """cowlab kernels [--facilities]"""
-    for name, preset in PRESETS.items():
+    """cowlab kernels [--facilities]: shipped presets, then those plugins registered."""
+    from cowlab.kernels import kernel_names, resolve_kernel
+
+    for name in kernel_names():
+        preset = resolve_kernel(name)
+        origin = "" if name in PRESETS else f"  [{get_registry().origin('kernel', name)}]"
         print(
             f"{name:<7} era {preset.era}  default policy {preset.default_policy:<15} "
-            f"{preset.description}"
+            f"{preset.description}{origin}"
         )
         if args.facilities:
             for key, value in preset.facilities().items():
