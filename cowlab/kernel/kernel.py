@@ -1130,6 +1130,8 @@ class Kernel:
                 problems.append(f"{folio.describe()}: live folio without references")
         for mm in self.mms.values():
             for p, pte in mm.pt.items():
+                if mm.find_vma(p) is None:
+                    problems.append(f"mm {mm.name} page {p}: a PTE outside every VMA")
                 if is_migration_entry(pte):
                     if (mm, p) not in self.migration_entries.get(migration_pfn(pte), ()):
                         problems.append(f"mm {mm.name} page {p}: stray migration entry")
