@@ -752,8 +752,6 @@ class Kernel:
         self.busy_ns += self.costs.alloc_ns + self.costs.zero_4k_ns
         return FaultRecord(mm.name, page, cpu, "anon", "none")
 
-    # -- do_swap_page ------------------------------------------------------------------
-
     def do_wp_page(
         self,
         mm: MM,
@@ -956,13 +954,7 @@ class Kernel:
             note_partially_mapped(self, folio)
 
     # ==================================================================================
-    # fork
-    # ==================================================================================
-
-    # ==================================================================================
-
-    # ==================================================================================
-    # madvise, mprotect, soft-dirty, userfaultfd
+    # madvise
     # ==================================================================================
     @operation
     def madvise(self, mm: MM, page: int, pages: int, advice: str, cpu: int = 0) -> None:
@@ -998,8 +990,6 @@ class Kernel:
             first = (page + 511) & ~511
             for start in range(first, end - 511, 512):
                 collapse(self, mm, start, cpu)
-
-    # ==================================================================================
 
     # ==================================================================================
     # operations implemented in their own modules
