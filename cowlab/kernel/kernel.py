@@ -2,7 +2,7 @@
 
 :class:`Kernel` owns every piece of simulated state and implements the
 operations a scenario or workload performs. It asks the reuse policy at the
-one decision point (:meth:`Kernel._decide_and_apply`) on every anonymous write
+one decision point (:meth:`Kernel.decide_and_apply`) on every anonymous write
 fault that needs a decision, builds the ground truth for it, and records one
 :class:`~cowlab.kernel.fault.FaultRecord` per write or unshare attempt.
 
@@ -1103,7 +1103,7 @@ class Kernel:
         self.clock.run_until(self.clock.now + ns)
 
     # ==================================================================================
-    # invariants (used by tests and ``--check``)
+    # invariants (checked by the property tests and cowlab.testing)
     # ==================================================================================
     def check_invariants(self, *, safe_run: bool = False) -> list[str]:
         """Every structural invariant; with ``safe_run`` also the PAE invariants, which
