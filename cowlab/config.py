@@ -45,6 +45,7 @@ from cowlab.kernel.errors import KernelError
 from cowlab.kernel.kernel import Machine
 from cowlab.kernel.presets import KernelConfig, PresetError, get_preset
 from cowlab.plugins import PluginError, PluginRegistry, get_registry
+from cowlab.yamlfile import YamlFileError, read_yaml
 
 __all__ = [
     "EVAL_SEED_BASE",
@@ -415,20 +416,9 @@ def schema_keys(schema: type[Any] = TrainConfig, prefix: str = "") -> list[str]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}:{line} invalid YAML: {problem}") from None
+        data = read_yaml(path, what="config")
+    except YamlFileError as exc:
+        raise ConfigError(str(exc)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

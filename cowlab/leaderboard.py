@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -39,6 +38,7 @@ from cowlab.stats import (
     probability_of_improvement_ci,
     stratified_bootstrap_ci,
 )
+from cowlab.yamlfile import YamlFileError, read_yaml
 
 __all__ = [
     "ANCHORS",
@@ -123,9 +123,9 @@ def _load(schema: type[Any], path: str | Path | None, overrides: Sequence[str]) 
         node = OmegaConf.structured(schema)
         if path is not None:
             try:
-                data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise LeaderboardError(f"{where}: cannot read: {exc}") from None
+                data = read_yaml(path, what="leaderboard config") or {}
+            except YamlFileError as exc:
+                raise LeaderboardError(str(exc)) from None
             if not isinstance(data, dict):
                 raise LeaderboardError(f"{where}: expected a mapping at the top level")
             node = OmegaConf.merge(node, data)

@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cowlab.geometry import DEFAULT_GEOMETRY, Geometry, GeometryError
 from cowlab.kernel.costs import DEVICES
 from cowlab.kernel.engine import Engine, Thread, ThreadGen
@@ -40,6 +38,7 @@ from cowlab.kernel.presets import KernelConfig, PresetError
 from cowlab.kernel.thp import HUGETLB_ORDERS, parse_thp
 from cowlab.kernels import resolve_kernel
 from cowlab.metrics import summarize
+from cowlab.yamlfile import YamlFileError, read_yaml
 
 
 class ScenarioError(ValueError):
@@ -195,23 +194,11 @@ class Scenario:
     @classmethod
     def load(cls, path: str | Path, *, kernel: str | None = None) -> Scenario:
         """Read and validate a scenario file; ``kernel`` overrides its preset."""
-        source = str(path)
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ScenarioError(f"{source}: cannot read scenario: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise ScenarioError(
-                f"{source}: not UTF-8 text (byte {exc.start}): is this a scenario file?"
-            ) from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ScenarioError(f"{source}:{line} invalid YAML: {problem}") from None
-        return cls.from_mapping(data, source=source, kernel=kernel)
+            data = read_yaml(path, what="scenario")
+        except YamlFileError as exc:
+            raise ScenarioError(str(exc)) from None
+        return cls.from_mapping(data, source=str(path), kernel=kernel)
 
     @classmethod
     def from_mapping(

@@ -91,7 +91,8 @@ def test_bad_enum_lists_the_choices_and_suggests(tmp_path: Path) -> None:
 def test_missing_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(tmp_path / "nope.yaml")
-    assert str(exc.value) == f"{tmp_path / 'nope.yaml'}: no such config file"
+    expected = f"{tmp_path / 'nope.yaml'}: cannot read config: No such file or directory"
+    assert str(exc.value) == expected
 
 
 def test_bad_override_is_blamed_on_the_override() -> None:
@@ -193,7 +194,7 @@ def test_cli_train_config_errors_exit_2_without_traceback(
     err = capsys.readouterr().err
     assert err == f"cowlab: error: {path}: unknown key 'agent.algoo' (did you mean 'agent.algo'?)\n"
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
-    assert "no such config file" in capsys.readouterr().err
+    assert "cannot read config: No such file or directory" in capsys.readouterr().err
 
 
 def test_cli_train_rejects_unknown_hyperparameters(
