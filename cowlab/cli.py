@@ -160,16 +160,31 @@ def cmd_kernels(args: argparse.Namespace) -> int:
     """cowlab kernels [--facilities]: shipped presets, then those plugins registered."""
     from cowlab.kernels import kernel_names, resolve_kernel
 
-    for name in kernel_names():
-        preset = resolve_kernel(name)
+    presets = [(name, resolve_kernel(name)) for name in kernel_names()]
+    for name, preset in presets:
         origin = "" if name in PRESETS else f"  [{get_registry().origin('kernel', name)}]"
         print(
             f"{name:<7} era {preset.era}  default policy {preset.default_policy:<15} "
             f"{preset.description}{origin}"
         )
-        if args.facilities:
-            for key, value in preset.facilities().items():
-                print(f"          {key} = {value}")
+    if args.facilities:
+        # One row per facility, one column per preset: where each facility changes.
+        def cell(value: object) -> str:
+            if isinstance(value, bool):
+                return "yes" if value else "-"
+            return str(value)
+
+        names = [name for name, _ in presets]
+        keys = list(presets[0][1].facilities()) if presets else []
+        key_width = max((len(k) for k in keys), default=8)
+        widths = [max(len(n), 3) for n in names]
+        print()
+        print("facility".ljust(key_width) + "  " + "  ".join(
+            n.rjust(w) for n, w in zip(names, widths, strict=True)))
+        for key in keys:
+            row = [cell(p.facilities()[key]) for _, p in presets]
+            print(key.ljust(key_width) + "  " + "  ".join(
+                c.rjust(w) for c, w in zip(row, widths, strict=True)))
     return 0
 
 

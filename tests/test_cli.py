@@ -17,7 +17,8 @@ CVE = SCENARIO_DIR / "cve-2020-29374.yaml"
 
 POLICIES = ("legacy", "baseline", "patched", "patched-lru", "exclusive", "large-strict",
             "exact-mapcount", "oracle", "always-copy", "always-reuse", "random")
-KERNELS = ("v5.7", "v5.8", "v5.9", "v5.18", "v5.19", "v6.9", "v6.11", "v6.15")
+KERNELS = ("v5.7", "v5.8", "v5.9", "v5.11", "v5.12", "v5.18", "v5.19", "v6.2", "v6.9", "v6.11",
+           "v6.12", "v6.15")
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -224,7 +225,14 @@ def test_kernels_facilities_shows_the_facility_flags(
         capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "kernels", "--facilities")
     assert code == 0
-    assert "lru_batch_size = 31" in out and "anon_exclusive = True" in out
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("facility"))
+    assert header.split()[1:] == list(KERNELS)
+    rows = {line.split()[0]: line.split()[1:] for line in lines[lines.index(header) + 1:]}
+    assert rows["lru_batch_size"][list(KERNELS).index("v6.9")] == "31"
+    # v5.11's pinned-page protections start at v5.11 and stay.
+    assert rows["reclaim_skips_pinned"] == ["-"] * 3 + ["yes"] * (len(KERNELS) - 3)
+    assert rows["anon_exclusive"][list(KERNELS).index("v5.19")] == "yes"
 
 
 # --------------------------------------------------------------------------- usage

@@ -3,7 +3,8 @@ copy_present_pte(), copy_nonpresent_pte()).
 
 * up to v5.8: every anon page is shared read-only with the child;
 * v5.9+ (70e806e4e645): a maybe-DMA-pinned page of an mm that has pinned is copied
-  for the child at once, so the parent's pin stays coherent;
+  for the child at once, so the parent's pin stays coherent; hugetlb pages only from
+  v5.12 (4eae4efa2c29 "hugetlb: do early cow when page pinned on src mm");
 * v5.19+ (6c287605fd56): sharing clears PageAnonExclusive; a PAE page that may be
   pinned is copied instead (page_try_dup_anon_rmap()); the exclusive bit of a swap
   PTE is cleared in parent and child (1493a1913e34).
@@ -117,7 +118,10 @@ def copy_huge_mapping(k: Kernel, parent: MM, child: MM, start: int, folio: Folio
     that has pinned, copy a hugetlb page for the child at once / split a THP's PMD. Returns
     True when the caller must continue with the split PMD's PTEs."""
     nr = folio.nr_pages
-    if must_copy_at_fork(k, parent, folio, 0):
+    # copy_hugetlb_page_range() copies a pinned hugetlb page only from v5.12
+    # (4eae4efa2c29); before that it is shared like any other.
+    hugetlb_copies = k.config.hugetlb_fork_copies_pinned or not folio.hugetlb
+    if hugetlb_copies and must_copy_at_fork(k, parent, folio, 0):
         if not folio.hugetlb:
             split_pmd(k, parent, start)
             return True

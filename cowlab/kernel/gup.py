@@ -11,9 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cowlab.geometry import (
-    pte_pfn,
-)
+from cowlab.geometry import pte_dirty, pte_pfn
 from cowlab.kernel.errors import KernelError
 from cowlab.kernel.fault import FaultRecord
 from cowlab.kernel.folio import ZERO_PFN
@@ -59,8 +57,10 @@ def get_user_pages(
     """get_user_pages() / pin_user_pages() (and the -fast variants) on anon memory.
 
     Faults in as needed: a write fault for a R/W request on a read-only PTE; in v5.8 a
-    write fault for any request on a COW mapping (17839856fd58); in v5.19+ an unshare
-    fault for a R/O pin on a page that is not PageAnonExclusive (c89357e27f20). GUP-fast
+    write fault for any request on a COW mapping, read-only private mappings included,
+    after which FOLL_COW follows the dirty read-only copy (17839856fd58); in v5.19+ an
+    unshare fault for a R/O pin on a page that is not PageAnonExclusive, KSM pages
+    included (c89357e27f20). GUP-fast
     bails out to the slow path in exactly those cases, so ``fast`` gives the same result.
     """
     if name in k.gup_names:
@@ -80,14 +80,21 @@ def get_user_pages(
                 raise KernelError(
                     f"mm {mm.name}: GUP of page {p}: mapping is PROT_{vma.prot.upper()} (EFAULT)"
                 )
-            force_write = write or (cfg.gup_cow_break and vma.writable)
+            # v5.8 (17839856fd58) should_force_cow_break(): any GUP on a COW mapping
+            # (private and VM_MAYWRITE, so PROT_READ memory too) is done as a write.
+            force_write = write or (cfg.gup_cow_break and vma.is_cow_mapping)
+            # FOLL_COW: set by faultin_page() once a write fault in a VMA without VM_WRITE
+            # broke COW; can_follow_write_pte() then accepts the dirty read-only PTE.
+            foll_cow = False
             mm.cpus.add(cpu)
-            for _attempt in range(3):
+            for _attempt in range(4):
                 pte = mm.pt.get(p, 0)
                 if not pte & 1:
                     rec = k.handle_fault(mm, vma, p, cpu, write=force_write, record=force_write)
-                elif force_write and not pte & 2:
+                    foll_cow = force_write and not vma.writable
+                elif force_write and not pte & 2 and not (foll_cow and pte_dirty(pte)):
                     rec = k.handle_fault(mm, vma, p, cpu, write=True, record=True)
+                    foll_cow = not vma.writable
                 elif pin and not write and cfg.gup_unshare and must_unshare(k, pte):
                     rec = k.handle_fault(mm, vma, p, cpu, write=False, record=True, unshare=True)
                 else:
@@ -120,12 +127,16 @@ def get_user_pages(
 
 
 def must_unshare(k: Kernel, pte: int) -> bool:
-    """gup_must_unshare(): a R/O pin needs an exclusive anon page (v5.19+)."""
+    """gup_must_unshare() (c89357e27f20, v5.19+): a R/O pin needs a PageAnonExclusive page.
+
+    KSM pages count as anonymous and can never be exclusive, so a R/O pin on one always
+    unshares first: do_wp_page() copies a KSM page, and the pin lands on the copy.
+    """
     pfn = pte_pfn(pte)
     if pfn == ZERO_PFN:
         return False
     folio = k.frames[pfn]
-    return not folio.ksm and not folio.pae[pfn - folio.pfn]
+    return not folio.pae[pfn - folio.pfn]
 
 
 def put_user_pages(k: Kernel, name: str) -> None:

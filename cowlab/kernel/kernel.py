@@ -728,7 +728,9 @@ class Kernel:
                                      unshare=unshare, fault_kind=fault_kind)
 
     def _new_anon_pte(self, folio: Folio, vma: VMA, *, write: bool) -> int:
-        return make_pte(folio.pfn, write=write and vma.writable, dirty=write, soft_dirty=True)
+        # do_anonymous_page(): writable and dirty only in a VMA with VM_WRITE.
+        writable = write and vma.writable
+        return make_pte(folio.pfn, write=writable, dirty=writable, soft_dirty=True)
 
     def _do_anonymous_page(
         self, mm: MM, vma: VMA, page: int, cpu: int, write: bool
@@ -849,7 +851,7 @@ class Kernel:
                 self.unlock_folio(folio)
             start = page - index
             if reuse:
-                reuse_pmd(self, mm, start, folio, unshare)
+                reuse_pmd(self, mm, start, folio, unshare, writable=vma.writable)
                 counters["pgreuse"] += 1
                 counters["anon_wp_reuse"] += 1
             elif not self.config.thp_cow_copies_whole:
@@ -858,7 +860,7 @@ class Kernel:
                 return self.do_wp_page(mm, vma, page, mm.pt[page], cpu, unshare=unshare,
                                        fault_kind=fault_kind or "wp")
             else:
-                copy_huge(self, mm, start, folio, cpu, unshare)
+                copy_huge(self, mm, start, folio, cpu, unshare, writable=vma.writable)
                 reason = decision.reason
                 counters["anon_wp_copy_" + (reason if reason in COPY_REASONS else "policy")] += 1
         else:
@@ -905,7 +907,10 @@ class Kernel:
         if unshare:
             return
         pte = mm.pt[page]
-        mm.pt[page] = pte_mkyoung(pte_mkdirty(pte_mkwrite(pte)))
+        # maybe_mkwrite(pte_mkdirty()): a COW break in a VMA without VM_WRITE (v5.8's
+        # forced break on PROT_READ memory) leaves the PTE dirty but read-only.
+        pte = pte_mkyoung(pte_mkdirty(pte))
+        mm.pt[page] = pte_mkwrite(pte) if vma.writable else pte
         folio.dirty = True
 
     def _copy_page(
@@ -938,7 +943,7 @@ class Kernel:
                 uffd_wp=pte_uffd_wp(old_pte),
             )
         else:
-            pte = make_pte(new.pfn, write=True, dirty=True, soft_dirty=True)
+            pte = make_pte(new.pfn, write=vma.writable, dirty=True, soft_dirty=True)
         mm.pt[page] = pte
         self.lru.add(new, cpu)
         if old is not None:

@@ -11,7 +11,8 @@ Migration happens in two steps so that it takes simulated time:
    finish (migration_entry_wait()); a trylock on the folio fails.
 2. :func:`finish_migration` checks that nobody else holds a reference
    (folio_migrate_mapping(): the refcount must be exactly the isolation's, plus the
-   swapcache's), copies the data into a new folio and maps it where the entries were,
+   swapcache's), copies the data into a new folio, hands it the old one's swapcache
+   slots if it had any, and maps it where the entries were,
    restoring PageAnonExclusive from the entry; otherwise it puts the old folio back.
    Either way the lock is released.
 
@@ -57,13 +58,13 @@ def migration_pfn(pte: int) -> int:
 
 def start_migration(k: Kernel, folio: Folio, release_at: int) -> bool:
     """Isolate, lock and unmap ``folio`` to migration entries; False if it cannot be
-    migrated now (not on the LRU, locked, under writeback, KSM, in the swapcache, or large)."""
+    migrated now (not on the LRU, locked, under writeback, KSM, or large). A swapcache
+    folio is migrated like any other (migrate_folio() moves its swapcache slots)."""
     if (
         not folio.lru
         or folio.lock is not None
         or folio.writeback
         or folio.ksm
-        or folio.swap_entry is not None
         or folio.order
     ):
         return False
@@ -106,13 +107,18 @@ def start_migration(k: Kernel, folio: Folio, release_at: int) -> bool:
 def finish_migration(k: Kernel, folio: Folio, cpu: int) -> bool:
     """Complete a migration begun by :func:`start_migration`; True if the page moved."""
     entries = [(mm, page, mm.pt[page]) for mm, page in k.migration_entries.pop(folio.pfn, [])]
-    # folio_migrate_mapping(): only our isolation reference may remain.
-    moved = folio.refcount == 1
+    # folio_migrate_mapping(): only our isolation reference and the swapcache's may remain
+    # (folio_expected_refs()); the new folio then takes over the swapcache slots.
+    in_swapcache = folio.swap_entry is not None
+    moved = folio.refcount == 1 + (folio.nr_pages if in_swapcache else 0)
     target = folio
     if moved:
         target = k.alloc_folio(folio.order)
         target.data = list(folio.data)
         target.dirty = folio.dirty
+        target.readahead = folio.readahead
+        if in_swapcache:
+            k.swap.migrate_cache(folio, target)
         k.charge(k.costs.alloc_ns + k.costs.copy_ns(folio.nr_pages))
         k.counters["pgmigrate_success"] += 1
     else:

@@ -52,6 +52,21 @@ class VMA:
         return self.prot != "none"
 
     @property
+    def maywrite(self) -> bool:
+        """VM_MAYWRITE: always set on a private anonymous mapping, whatever its prot.
+
+        do_mmap() gives every mapping VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC and takes
+        VM_MAYWRITE away only from a file mapping whose file is not open for writing, so a
+        PROT_READ or PROT_NONE anonymous mapping may still be mprotect()ed writable.
+        """
+        return True
+
+    @property
+    def is_cow_mapping(self) -> bool:
+        """is_cow_mapping(): private (no VM_SHARED) and VM_MAYWRITE, whatever the prot."""
+        return self.maywrite
+
+    @property
     def softdirty_tracking(self) -> bool:
         """vma_soft_dirty_enabled(): tracking is on once VM_SOFTDIRTY was cleared."""
         return not self.softdirty

@@ -27,11 +27,24 @@ class KernelConfig:
     default_policy: str
     description: str = ""
     #: v5.8 only (17839856fd58 "gup: document and work around 'COW can break either way'
-    #: issue"): GUP on a COW mapping first takes a write fault to break COW.
+    #: issue"): every FOLL_GET / FOLL_PIN on a COW mapping (is_cow_mapping(): private and
+    #: VM_MAYWRITE, so PROT_READ private memory too) first takes a write fault to break
+    #: COW; FOLL_COW then lets GUP follow the dirty read-only copy.
     gup_cow_break: bool = False
     #: v5.9+ (70e806e4e645 "mm: Do early cow for pinned pages during fork() for ptes"):
     #: fork copies a maybe-DMA-pinned anon page for the child when the mm has pinned.
     fork_copies_pinned: bool = False
+    #: v5.11+ (9348b73c2e1b "mm: don't play games with pinned pages in clear_page_refs"):
+    #: clearing soft-dirty leaves a writable PTE of a maybe-DMA-pinned page alone when the mm has
+    #: pinned (pte_is_pinned() in fs/proc/task_mmu.c), so the pin stays coherent.
+    softdirty_skips_pinned: bool = False
+    #: v5.11+ (feb889fb40fa "mm: don't put pinned pages into the swap cache"):
+    #: shrink_page_list() keeps a maybe-DMA-pinned anon page that is not in the swapcache
+    #: instead of adding it to swap (MADV_PAGEOUT's reclaim_pages() path too).
+    reclaim_skips_pinned: bool = False
+    #: v5.12+ (4eae4efa2c29 "hugetlb: do early cow when page pinned on src mm"): fork
+    #: copies a maybe-pinned hugetlb page for the child, as 70e806e4e645 did for PTEs.
+    hugetlb_fork_copies_pinned: bool = False
     #: v5.19+ (6c287605fd56 "mm: remember exclusively mapped anonymous pages with
     #: PG_anon_exclusive"): per-page PageAnonExclusive, cleared by fork, set on reuse.
     anon_exclusive: bool = False
@@ -55,6 +68,10 @@ class KernelConfig:
     #: pages when changing protection"): mprotect(RW) / uffd-wp off map provably exclusive
     #: (PAE), dirty pages writable at once.
     mprotect_upgrade_exclusive: bool = False
+    #: v6.2+ (d84887739d5c "mm/mprotect: allow clean exclusive anon pages to be
+    #: writable"): for a private anon mapping only PageAnonExclusive counts, so a clean
+    #: exclusive PTE is upgraded too; before it the PTE also had to be dirty.
+    mprotect_upgrade_clean: bool = False
     #: Per-CPU folio batch size: PAGEVEC_SIZE 15, raised to 31 in v6.9.
     lru_batch_size: int = 15
     #: Before v5.9 (b518154e59aa "mm/vmscan: protect the workingset on anonymous LRU")
@@ -127,7 +144,7 @@ _V5_7 = KernelConfig(
     name="v5.7",
     era="A",
     default_policy="legacy",
-    description="mapcount + swapcount rule (reuse_swap_page), sleeps on the page lock",
+    description="v5.7: mapcount + swapcount rule (reuse_swap_page), sleeps on the page lock",
     new_anon_active=True,
     thp_cow_copies_whole=True,
 )
@@ -135,7 +152,8 @@ _V5_8 = dataclasses.replace(
     _V5_7,
     name="v5.8",
     era="B",
-    description="as v5.7, but GUP on a COW mapping breaks COW first (17839856fd58)",
+    description="v5.8: as v5.7, but GUP on a COW mapping breaks COW first (17839856fd58); "
+    "a COW fault on a PMD THP splits it (3917c80280c9)",
     gup_cow_break=True,
     thp_cow_copies_whole=False,
 )
@@ -144,18 +162,34 @@ _V5_9 = dataclasses.replace(
     name="v5.9",
     era="C",
     default_policy="baseline",
-    description="page_count rule in do_wp_page (09854ba94c6a); fork copies pinned pages",
+    description="v5.9..v5.10: page_count rule in do_wp_page (09854ba94c6a); fork copies "
+    "pinned pages (70e806e4e645); new anon pages start inactive (b518154e59aa)",
     fork_copies_pinned=True,
     new_anon_active=False,
     thp_cow_copies_whole=False,
 )
-_V5_18 = dataclasses.replace(
+_V5_11 = dataclasses.replace(
     _V5_9,
+    name="v5.11",
+    description="v5.11: as v5.9; clear_refs skips pinned pages (9348b73c2e1b), reclaim "
+    "keeps pinned pages out of the swapcache (feb889fb40fa)",
+    softdirty_skips_pinned=True,
+    reclaim_skips_pinned=True,
+)
+_V5_12 = dataclasses.replace(
+    _V5_11,
+    name="v5.12",
+    description="v5.12..v5.17: as v5.11; fork copies pinned hugetlb pages (4eae4efa2c29)",
+    hugetlb_fork_copies_pinned=True,
+)
+_V5_18 = dataclasses.replace(
+    _V5_12,
     name="v5.18",
     era="D",
     default_policy="patched-lru",
-    description="swapcache-aware page_count rule with local LRU drain "
-    "(53a05ad9f21d + d4c470970d45); do_swap_page no longer decides (c145e0b47c77)",
+    description="v5.18: swapcache-aware page_count rule with local LRU drain "
+    "(53a05ad9f21d + d4c470970d45); do_swap_page no longer decides, drains and maps "
+    "certainly exclusive pages writable (c145e0b47c77)",
     swap_fault_decides=False,
     swapin_refcount_reuse=True,
 )
@@ -164,18 +198,30 @@ _V5_19 = dataclasses.replace(
     name="v5.19",
     era="E",
     default_policy="exclusive",
-    description="PageAnonExclusive (6c287605fd56), swap PTE exclusive bit, GUP unshare",
+    description="v5.19..v6.1: PageAnonExclusive (6c287605fd56), swap PTE exclusive bit "
+    "(1493a1913e34), GUP unshare (c89357e27f20); v6.0's mprotect upgrade (64fe24a3e05e) "
+    "comes with the v6.2 preset",
     anon_exclusive=True,
     swp_exclusive=True,
     gup_unshare=True,
 )
-_V6_9 = dataclasses.replace(
+_V6_2 = dataclasses.replace(
     _V5_19,
+    name="v6.2",
+    description="v6.2..v6.8: as v5.19; mprotect / uffd-wp map exclusive pages writable "
+    "(64fe24a3e05e, v6.0), clean ones too (d84887739d5c); v6.8's mTHP (19eaf44954df) "
+    "comes with the v6.9 preset",
+    mprotect_upgrade_exclusive=True,
+    mprotect_upgrade_clean=True,
+    # facilities branch enables gup_longterm_unshares_zero_page here (84209e87c696)
+)
+_V6_9 = dataclasses.replace(
+    _V6_2,
     name="v6.9",
     era="F",
     default_policy="large-strict",
-    description="as v5.19; large folios never reused through the refcount path; batch of 31",
-    mprotect_upgrade_exclusive=True,
+    description="v6.9..v6.10: as v6.2; large folios never reused through the refcount "
+    "path (cd197c3a2040); batch of 31; multi-size THP (19eaf44954df)",
     lru_batch_size=31,
     mthp=True,
 )
@@ -183,22 +229,33 @@ _V6_11 = dataclasses.replace(
     _V6_9,
     name="v6.11",
     era="F",
-    description="as v6.9; swap-in maps an exclusive folio writable on a read fault (c18160dba5ff)",
+    description="v6.11: as v6.9; swap-in maps an exclusive folio writable on a read fault "
+    "(c18160dba5ff); whole-mTHP swap-out (845982eb264b)",
     swapin_map_writable_on_read=True,
     mthp_swapout=True,
 )
-_V6_15 = dataclasses.replace(
+_V6_12 = dataclasses.replace(
     _V6_11,
+    name="v6.12",
+    description="v6.12..v6.14: as v6.11; large-folio swap-in from synchronous devices",
+    # facilities branch enables swapin_large_folio here
+)
+_V6_15 = dataclasses.replace(
+    _V6_12,
     name="v6.15",
     era="G",
     default_policy="exact-mapcount",
-    description="exact large-folio reuse by per-mm mapcount tracking (1da190f4d0a6)",
+    description="v6.15: exact large-folio reuse by per-mm mapcount tracking (1da190f4d0a6)",
     folio_mm_ids=True,
 )
 
 #: The shipped presets, oldest first.
 PRESETS: dict[str, KernelConfig] = {
-    p.name: p for p in (_V5_7, _V5_8, _V5_9, _V5_18, _V5_19, _V6_9, _V6_11, _V6_15)
+    p.name: p
+    for p in (
+        _V5_7, _V5_8, _V5_9, _V5_11, _V5_12, _V5_18, _V5_19, _V6_2, _V6_9, _V6_11, _V6_12,
+        _V6_15,
+    )
 }
 
 

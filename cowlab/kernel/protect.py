@@ -2,8 +2,9 @@
 
 From v6.0 (64fe24a3e05e) mprotect(RW) and UFFDIO_WRITEPROTECT(off) map a page
 writable at once when can_change_pte_writable() proves it exclusive (PAE), dirty,
-and not tracked by soft-dirty or uffd-wp; earlier kernels leave it read-only so the
-next write faults.
+and not tracked by soft-dirty or uffd-wp; from v6.2 (d84887739d5c) a clean exclusive
+page too. Earlier kernels leave it read-only so the next write faults. From v5.11
+(9348b73c2e1b) clearing soft-dirty skips pinned pages.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from cowlab.geometry import pte_clear_soft_dirty as _pte_clear_sd
 from cowlab.geometry import pte_clear_uffd_wp as _pte_clear_uffd
 from cowlab.geometry import (
+    _PAGE_PSE,
     pte_dirty,
     pte_mkwrite,
     pte_pfn,
@@ -64,9 +66,13 @@ def change_protection(k: Kernel, mm: MM, page: int, pages: int, prot: str) -> No
 
 
 def can_change_pte_writable(k: Kernel, vma: VMA, pte: int) -> bool:
+    """can_change_pte_writable() (mm/mprotect.c): may a read-only PTE become writable
+    without a fault? v6.0 (64fe24a3e05e) requires PageAnonExclusive and a dirty PTE;
+    from v6.2 (d84887739d5c) a private anonymous mapping needs only PageAnonExclusive
+    (pte_dirty() is checked for shared mappings only, which cowlab does not have)."""
     if not k.config.mprotect_upgrade_exclusive or pte & 2 or not vma.writable:
         return False
-    if not pte_dirty(pte):
+    if not k.config.mprotect_upgrade_clean and not pte_dirty(pte):
         return False
     if vma.softdirty_tracking and not pte_soft_dirty(pte):
         return False
@@ -81,15 +87,39 @@ def can_change_pte_writable(k: Kernel, vma: VMA, pte: int) -> bool:
 
 def clear_soft_dirty(k: Kernel, mm: MM) -> None:
     """echo 4 > /proc/pid/clear_refs: start soft-dirty tracking; write-protect and
-    clear the soft-dirty bit of every PTE (fs/proc/task_mmu.c clear_soft_dirty())."""
+    clear the soft-dirty bit of every PTE (fs/proc/task_mmu.c clear_soft_dirty()).
+
+    From v5.11 (9348b73c2e1b "mm: don't play games with pinned pages in
+    clear_page_refs") pte_is_pinned() leaves a writable PTE of a COW mapping alone, bit
+    and all, when the mm has pinned and the page may be DMA-pinned: write-protecting it
+    would make the next write copy the page away from the device. PMD mappings
+    (clear_soft_dirty_pmd()) have no such check.
+    """
+    skip_pinned = k.config.softdirty_skips_pinned
     for vma in mm.vmas:
         vma.softdirty = False
     for p, pte in list(mm.pt.items()):
         if pte & 1:
+            if skip_pinned and _pte_is_pinned(k, mm, p, pte):
+                continue
             mm.pt[p] = _pte_clear_sd(pte_wrprotect(pte))
         else:
             mm.pt[p] = pte_swp_clear_soft_dirty(pte)
     k.flush_tlb(mm, None)
+
+
+def _pte_is_pinned(k: Kernel, mm: MM, page: int, pte: int) -> bool:
+    """pte_is_pinned() (fs/proc/task_mmu.c, 9348b73c2e1b): a writable PTE of a COW
+    mapping in an mm that has pinned, mapping a page that may be DMA-pinned."""
+    if not pte & 2 or pte & _PAGE_PSE or not mm.has_pinned:
+        return False
+    vma = mm.find_vma(page)
+    if vma is None or not vma.is_cow_mapping:
+        return False
+    pfn = pte_pfn(pte)
+    if pfn == ZERO_PFN:
+        return False
+    return k.frames[pfn].maybe_dma_pinned()
 
 
 def userfaultfd_wp(k: Kernel, mm: MM, page: int, pages: int, enable: bool) -> None:

@@ -5,7 +5,9 @@ swapcache, unmaps every PTE to a swap PTE (try_to_unmap; v5.19+ moving
 PageAnonExclusive into the swap PTE's exclusive bit, 1493a1913e34) and starts
 writeback. A synchronous device completes at once and the folio is freed; an
 asynchronous one leaves it in the swapcache under writeback, back on the LRU
-through the local batch (folio_putback_lru()).
+(through the local batch after MADV_PAGEOUT, folio_putback_lru(); directly after
+kswapd or direct reclaim, move_folios_to_lru()). From v5.11 (feb889fb40fa) a page that
+may be DMA-pinned is kept out of the swapcache altogether.
 """
 
 from __future__ import annotations
@@ -84,8 +86,8 @@ def madvise_cold(k: Kernel, mm: MM, start: int, end: int, cpu: int) -> None:
 def reclaim_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
     """shrink_folio_list() for one isolated folio: lock, add to swap, unmap every PTE
     (try_to_unmap), write it out; free it if possible, else put it back on the LRU
-    (folio_putback_lru() queues it in the local batch). ``who`` isolated it (the owner
-    of its ISOLATED reference). Returns True if freed."""
+    (:func:`putback_folio`). ``who`` isolated it (the owner of its ISOLATED reference).
+    Returns True if freed."""
     cfg = k.config
     if folio.lock is not None or folio.writeback or folio.ksm or folio.hugetlb:
         return putback_folio(k, folio, cpu, who)
@@ -101,6 +103,11 @@ def reclaim_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
             split_pmd(k, k.mms[owner[0]], owner[1])
     k.lock_folio(folio, "reclaim")
     swap = k.swap
+    if folio.swap_entry is None and cfg.reclaim_skips_pinned and folio.maybe_dma_pinned():
+        # v5.11+ (feb889fb40fa "mm: don't put pinned pages into the swap cache"): a page
+        # that may be DMA-pinned is kept before add_to_swap() (keep_locked).
+        k.unlock_folio(folio)
+        return putback_folio(k, folio, cpu, who)
     if folio.swap_entry is None:
         try:
             offset = swap.alloc_slots(folio.nr_pages)
@@ -165,9 +172,23 @@ def reclaim_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
     return putback_folio(k, folio, cpu, who)
 
 
+#: The isolator whose kept folios go back through folio_putback_lru() (the per-CPU
+#: batch): MADV_PAGEOUT's reclaim_pages(). kswapd and direct reclaim use
+#: move_folios_to_lru(), which puts them straight back on the list.
+BATCHED_PUTBACK = ("pageout",)
+
+
 def putback_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
-    """folio_putback_lru(): back to the LRU through the local batch; drop the isolation."""
-    k.lru.add(folio, cpu)
+    """Return a kept folio to the LRU and drop the isolation reference.
+
+    MADV_PAGEOUT (reclaim_pages() -> reclaim_folio_list()) uses folio_putback_lru(), so
+    the folio waits in the local LRU-add batch; shrink_inactive_list() (kswapd, direct
+    reclaim) uses move_folios_to_lru(), which puts it on the inactive list at once.
+    """
+    if who in BATCHED_PUTBACK:
+        k.lru.add(folio, cpu)
+    else:
+        k.lru.add_to_list(folio, "inactive")
     k.put_ref(folio, ISOLATED, who)
     return False
 

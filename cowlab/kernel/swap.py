@@ -136,6 +136,18 @@ class SwapDevice:
         folio.swap_entry = (self.type, offset)
         folio.get("swapcache", None, folio.nr_pages)
 
+    def migrate_cache(self, old: Folio, new: Folio) -> None:
+        """folio_migrate_mapping() of a swapcache folio: ``new`` takes over ``old``'s
+        slots (and the swapcache's references) without any slot being freed."""
+        assert old.swap_entry is not None and new.swap_entry is None
+        offset = old.swap_entry[1]
+        for i in range(old.nr_pages):
+            self.cache[offset + i] = new
+        new.swap_entry = old.swap_entry
+        new.get("swapcache", None, new.nr_pages)
+        old.swap_entry = None
+        old.put("swapcache", None, old.nr_pages)
+
     def delete_from_cache(self, folio: Folio) -> None:
         """delete_from_swap_cache(): drop the swapcache's references and free unused slots."""
         assert folio.swap_entry is not None

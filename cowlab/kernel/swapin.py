@@ -2,10 +2,13 @@
 
 * up to v5.17 a write fault on a swap PTE asks the policy itself (path "swap": the
   kernel's reuse_swap_page() decision, before the entry is freed);
-* v5.18+ (c145e0b47c77) the entry is freed first and the page is mapped writable
-  only when certainly exclusive (a fresh synchronous-bypass page, refcount 1, and
-  v5.19+ the swap PTE's exclusive bit, 1493a1913e34); otherwise do_wp_page() decides;
-* v6.11+ (c18160dba5ff) an exclusive page is mapped writable even on a read fault.
+* v5.18+ (c145e0b47c77) a write fault on a swapcache folio that is off the LRU drains
+  the local LRU batches (lru_add_drain()), the entry is freed, and the page is mapped
+  writable only when certainly exclusive (a fresh synchronous-bypass page, refcount 1,
+  and v5.19+ the swap PTE's exclusive bit, 1493a1913e34); otherwise do_wp_page()
+  decides;
+* v6.11+ (c18160dba5ff) an exclusive page is mapped writable even on a read fault
+  (writable but clean: only a write dirties the PTE).
 """
 
 from __future__ import annotations
@@ -111,6 +114,11 @@ def do_swap_page(
     except Sleep:
         k.put_ref(folio, FAULT, mm.id)
         raise
+    if not bypass and swap.cache.get(offset) is not folio and mm.pt.get(page) == pte:
+        # The folio left the swapcache while we slept (migration handed its slot to a
+        # new folio): the check after folio_lock() fails and the fault is retried.
+        k.put_ref(folio, FAULT, mm.id)
+        return do_swap_page(k, mm, vma, page, pte, cpu, write)
     k.lock_folio(folio, "do_swap_page")
     # The faulting page's place in its folio (a large folio stays in the swapcache whole).
     index = offset - folio.swap_entry[1] if folio.swap_entry is not None else 0
@@ -135,8 +143,20 @@ def do_swap_page(
             k.unlock_folio(folio)
             k.put_ref(folio, FAULT, mm.id)
             raise
-    # v5.18+ (c145e0b47c77): free the entry, try to free the swapcache when likely
-    # exclusive, and map writable only when certainly exclusive.
+    # v5.18+ (c145e0b47c77): to map a swapcache folio writable the refcount must show
+    # no other user, so a write fault drains the local LRU batches first when the folio
+    # is not on the LRU (it may wait in this CPU's LRU-add batch); KSM pages never are.
+    if (
+        cfg.swapin_refcount_reuse
+        and write
+        and not bypass
+        and folio.swap_entry is not None
+        and not folio.ksm
+        and not folio.lru
+    ):
+        k.lru_add_drain(cpu)
+    # Then free the entry, try to free the swapcache when likely exclusive, and map
+    # writable only when certainly exclusive.
     _swap_free(k, offset, mm.id)
     if (
         folio.swap_entry is not None
@@ -155,8 +175,14 @@ def do_swap_page(
         wp_tracking = uffd or (vma.softdirty_tracking and not soft_dirty)
         if vma.writable and not wp_tracking and (write or cfg.swapin_map_writable_on_read):
             writable = True
+    # A write fault maps the page writable and dirty (maybe_mkwrite(pte_mkdirty())); the
+    # v6.11 read-fault mapping (c18160dba5ff) is writable but clean.
     new = make_pte(
-        folio.pfn + index, write=writable, dirty=writable, soft_dirty=soft_dirty, uffd_wp=uffd
+        folio.pfn + index,
+        write=writable,
+        dirty=writable and write,
+        soft_dirty=soft_dirty,
+        uffd_wp=uffd,
     )
     mm.pt[page] = new
     folio.map_pte((mm.id, page), index)
@@ -212,7 +238,9 @@ def finish_swap_path(
         folio.dirty = True
         k.charge(k.costs.free_swap_ns)
     soft_dirty = pte_swp_soft_dirty(pte)
-    new = make_pte(folio.pfn + index, write=reuse, dirty=reuse, soft_dirty=soft_dirty or reuse)
+    # maybe_mkwrite(pte_mkdirty()): writable only in a VMA with VM_WRITE.
+    new = make_pte(folio.pfn + index, write=reuse and vma.writable, dirty=reuse,
+                   soft_dirty=soft_dirty or reuse)
     mm.pt[page] = new
     folio.map_pte((mm.id, page), index)
     k.put_ref(folio, FAULT, mm.id)

@@ -223,20 +223,23 @@ def split_deferred(k: Kernel) -> int:
 
 
 # -- the PMD write fault ----------------------------------------------------------------------
-def reuse_pmd(k: Kernel, mm: MM, start: int, folio: Folio, unshare: bool) -> None:
+def reuse_pmd(k: Kernel, mm: MM, start: int, folio: Folio, unshare: bool, *,
+              writable: bool = True) -> None:
     """do_huge_pmd_wp_page() reuse: the whole PMD becomes writable (or, for unshare, only
-    exclusive)."""
+    exclusive; in a VMA without VM_WRITE only dirty, maybe_pmd_mkwrite())."""
     if k.config.anon_exclusive:
         folio.pae = [True] * folio.nr_pages
     if unshare:
         return
     pt = mm.pt
     for i in range(folio.nr_pages):
-        pt[start + i] = pte_mkyoung(pte_mkdirty(pte_mkwrite(pt[start + i])))
+        pte = pte_mkyoung(pte_mkdirty(pt[start + i]))
+        pt[start + i] = pte_mkwrite(pte) if writable else pte
     folio.dirty = True
 
 
-def copy_huge(k: Kernel, mm: MM, start: int, old: Folio, cpu: int, unshare: bool) -> None:
+def copy_huge(k: Kernel, mm: MM, start: int, old: Folio, cpu: int, unshare: bool, *,
+              writable: bool = True) -> None:
     """The whole-page copy of a PMD THP (up to v5.7) or of a hugetlb page: a new large
     folio mapped at ``start`` for this mm only; the old one loses this mapping."""
     nr = old.nr_pages
@@ -249,7 +252,8 @@ def copy_huge(k: Kernel, mm: MM, start: int, old: Folio, cpu: int, unshare: bool
     new.map_pmd((mm.id, start))
     first = mm.pt[start]
     for i in range(nr):
-        mm.pt[start + i] = make_pte(new.pfn + i, write=not unshare, dirty=not unshare,
+        mm.pt[start + i] = make_pte(new.pfn + i, write=writable and not unshare,
+                                    dirty=not unshare,
                                     soft_dirty=True, uffd_wp=pte_uffd_wp(first), huge=True)
     if old.hugetlb:
         new.hugetlb = True
@@ -328,10 +332,10 @@ def hugetlb_wp(k: Kernel, mm: MM, vma: VMA, page: int, folio: Folio, cpu: int,
     truth = page_truth(folio, None, mm.id, page, cpu, k.gups, k.swap)
     reuse = folio.entire_mapcount == 1
     if reuse:
-        reuse_pmd(k, mm, start, folio, unshare)
+        reuse_pmd(k, mm, start, folio, unshare, writable=vma.writable)
         k.counters["pgreuse"] += 1
     else:
-        copy_huge(k, mm, start, folio, cpu, unshare)
+        copy_huge(k, mm, start, folio, cpu, unshare, writable=vma.writable)
     return FaultRecord(
         mm.name, page, cpu, fault_kind, "reuse" if reuse else "copy", "hugetlb",
         judge(truth, reuse), truth.exclusive,

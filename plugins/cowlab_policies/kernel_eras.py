@@ -212,26 +212,25 @@ def large_strict_rule(fault: FaultView) -> Decision:
 def exact_mapcount_rule(fault: FaultView) -> Decision:
     """v6.15 (1da190f4d0a6): exact large-folio reuse by per-mm mapcount tracking.
 
-    A large folio is reused if only this mm maps it (per-mm mapcount tracking says so),
-    it has more than one mapping left, its swapcache can be freed and every reference
-    is a mapping. The last PTE (large_mapcount <= 1) is copied so the folio can go.
+    __wp_can_reuse_large_anon_folio(): a large folio is reused if it has more than one
+    mapping left (the last PTE is copied so the folio can go), only this mm maps it
+    (per-mm mapcount tracking says so) and every reference is a mapping. Only a folio in
+    the swapcache is locked, with a trylock, to free the swapcache, which stays freed
+    even when the reference check then fails. (Large folios are never KSM pages.)
     """
     if fault.anon_exclusive:
         return REUSE
     if not fault.is_large or fault.path != "wp":
         return patched_lru_rule(fault)
-    if fault.ksm:
-        return COPY.because("ksm")
     if fault.large_mapcount <= 1 or fault.maybe_mapped_shared:
         return COPY.because("large")
-    if fault.large_mapcount != fault.refcount - fault.swapcache * fault.nr_pages:
-        return COPY.because("large")
-    if not fault.trylock():
-        return COPY.because("lock")
     if fault.swapcache:
+        if not fault.trylock():
+            return COPY.because("lock")
         fault.free_swap()
+        fault.unlock()
     if fault.large_mapcount != fault.refcount:
-        return COPY.because("swapcache" if fault.swapcache else "count")
+        return COPY.because("swapcache" if fault.swapcache else "large")
     return REUSE
 
 
