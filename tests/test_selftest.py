@@ -198,7 +198,7 @@ def oracle_verdict(t: Row) -> str:
     on. Before v5.19 it cannot keep a pin coherent when the pin was taken on a page another
     process still maps at the time of the write: there is no unshare fault, so the write
     must copy (reusing would leak) and the pin keeps the old page. That is the R/O pin on a
-    shared page on v5.7, v5.9 and v5.18 (v5.8's GUP breaks COW before pinning), and fork()
+    shared page on v5.7, v5.9..v5.12 and v5.18 (v5.8's GUP breaks COW before pinning), and fork()
     with an io_uring buffer on v5.7 and v5.8 (fork() shares the pinned page until
     70e806e4e645). hugetlb is never the policy's to decide (hugetlb_wp()), so its verdicts
     are the era's, XFAILs included."""
@@ -208,7 +208,7 @@ def oracle_verdict(t: Row) -> str:
     preset, family, kind = t.preset, t.family, t.kind
     if kind == "hugetlb":
         return expected(preset, family, kind)[0]
-    if family in RO_PIN_SHARED and preset in ("v5.7", "v5.9", "v5.18"):
+    if family in RO_PIN_SHARED and preset in ("v5.7", "v5.9", "v5.11", "v5.12", "v5.18"):
         return "fail"
     if family in IOURING_FORK and preset in ("v5.7", "v5.8"):
         return "fail"
@@ -237,7 +237,7 @@ def always_copy_verdict(t: Row) -> str:
     if preset == "v5.8":
         return "pass"
     if (family in ("ro-pin-previously-shared", "ro-fast-pin-previously-shared")
-            and t.swapped and preset in ("v6.11", "v6.15")):
+            and t.swapped and preset in ("v6.11", "v6.12", "v6.15")):
         return "pass"
     return "fail"
 
@@ -290,7 +290,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments" / "selftest"
 def test_the_committed_presets_matrix_gives_upstreams_verdicts() -> None:
     """experiments/selftest/matrix.csv: every preset with its own rule, every test."""
     committed = csv_rows(EXPERIMENTS / "matrix.csv")
-    assert len(committed) == 5 * 172 + 3 * 760
+    assert len(committed) == 8 * 172 + 4 * 760
     assert {t.preset for t in committed} == set(PRESETS)
     assert problems_against(committed, era_verdict) == []
 
@@ -432,7 +432,7 @@ def test_the_detector_agrees_on_every_case_variant_and_preset(
     results = [r for s in full_results.values() for r in s.results]
     assert [r.test.name for r in results if r.agrees is False] == []
     assert [f"{r.test.name}: {r.message}" for r in results if r.result == "error"] == []
-    assert len(results) == 5 * 172 + 3 * 760
+    assert len(results) == 8 * 172 + 4 * 760
 
 
 @pytest.mark.slow

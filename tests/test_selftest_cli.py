@@ -125,8 +125,9 @@ def test_matrix_of_presets_covers_every_preset(capsys: pytest.CaptureFixture[str
     assert code == 0
     rows = list(csv.DictReader(out.splitlines()))
     assert [(r["kernel"], r["result"]) for r in rows] == [
-        ("v5.7", "fail"), ("v5.8", "pass"), ("v5.9", "pass"), ("v5.18", "pass"),
-        ("v5.19", "pass"), ("v6.9", "pass"), ("v6.11", "pass"), ("v6.15", "pass"),
+        ("v5.7", "fail"), ("v5.8", "pass"), ("v5.9", "pass"), ("v5.11", "pass"),
+        ("v5.12", "pass"), ("v5.18", "pass"), ("v5.19", "pass"), ("v6.2", "pass"),
+        ("v6.9", "pass"), ("v6.11", "pass"), ("v6.12", "pass"), ("v6.15", "pass"),
     ]
 
 

@@ -8,8 +8,10 @@ simulator does not reproduce upstream, with the simulator's verdict, the code at
 and why; the tests in ``test_selftest.py`` assert both (so fixing the simulator makes a
 divergence entry fail until it is removed).
 
-Presets stand for eras: ``v5.9`` is v5.9..v5.17, ``v5.19`` is v5.19..v6.8, ``v6.9`` is
-v6.9..v6.10, ``v6.11`` is v6.11..v6.14. cow.c itself only exists from v6.1 (as
+Presets stand for release ranges (their descriptions in ``cowlab kernels`` say which):
+``v5.9`` is v5.9..v5.10, ``v5.11`` is v5.11, ``v5.12`` is v5.12..v5.17, ``v5.19`` is
+v5.19..v6.1, ``v6.2`` is v6.2..v6.8, ``v6.9`` is v6.9..v6.10, ``v6.11`` is v6.11 and
+``v6.12`` is v6.12..v6.14. The v5.9, v5.11 and v5.12 presets share v5.9's reuse rule. cow.c itself only exists from v6.1 (as
 selftests/vm/cow.c); on older presets the verdicts are what its procedures would observe.
 Two of its facilities are newer than some presets and are nonetheless simulated there: the
 gup_test PIN_LONGTERM_TEST ioctls (v6.1), which stand for any longterm R/O pin (RDMA, VFIO),
@@ -22,10 +24,10 @@ the era's code, and these are the ones to double-check:
 * v5.8 hugetlb: 17839856fd58 forces FOLL_WRITE in __get_user_pages()'s hugetlb branch too
   (should_force_cow_break() covers FOLL_GET and FOLL_PIN), and GUP-fast demands a writable
   PTE, so the child's vmsplice() and the R/O pins break COW first: pass, not XFAIL.
-* v5.9 stands for v5.9..v5.17 and assumes the COW break was gone in v5.9 (a308c71bf1e6,
-  merged with 70e806e4e645); hugetlb fork() copies a pinned page only from v5.12
-  (4eae4efa2c29), so "fork() with an iouring fixed buffer ... with hugetlb" passes here but
-  fails on v5.9..v5.11.
+* v5.9 assumes the COW break was gone in v5.9 (a308c71bf1e6, merged with 70e806e4e645);
+  hugetlb fork() copies a pinned page only from v5.12 (4eae4efa2c29), so "fork() with an
+  iouring fixed buffer ... with hugetlb" fails on the v5.9 and v5.11 presets and passes
+  from v5.12.
 * v5.7/v5.8 "partially mremap()'ed THP" leak cases pass: page_trans_huge_map_swapcount()
   is a maximum over all subpages, and the moved half stays mapped by both processes.
 * v6.9 swapped-out, PTE-mapped mTHP: upstream splits the folio onto the list being
@@ -45,9 +47,11 @@ from cowlab.selftest.divergences import KNOWN_DIVERGENCES, Divergence, divergenc
 from cowlab.selftest.variants import KINDS
 
 PRESETS = tuple(_PRESETS)
-PRE_V5_19 = ("v5.7", "v5.8", "v5.9", "v5.18")
+#: The presets that run v5.9's reuse rule (09854ba94c6a): v5.9..v5.17.
+V5_9_RULE = ("v5.9", "v5.11", "v5.12")
+PRE_V5_19 = ("v5.7", "v5.8", *V5_9_RULE, "v5.18")
 PRE_V6_1 = (*PRE_V5_19, "v5.19")
-V6_1_ON = ("v6.9", "v6.11", "v6.15")
+V6_1_ON = ("v6.2", "v6.9", "v6.11", "v6.12", "v6.15")
 
 # ----------------------------------------------------------------------------- case families
 COW = ("cow", "cow-mprotect")
@@ -147,30 +151,33 @@ RULES: tuple[Rule, ...] = (
     R(("v5.8",), IOURING_RO, ANY, "pass",
       "v5.8: the page is mapped once, so reuse_swap_page() reuses it in place"),
     # --- v5.9 (to v5.17): refcount rule in do_wp_page() only ------------------------------
-    R(("v5.9",), VMSPLICE_CHILD, SWAPPED,
+    R(V5_9_RULE, VMSPLICE_CHILD, SWAPPED,
       "fail", "do_swap_page() still decides with reuse_swap_page() (mapcount + swapcount, blind "
       "to GUP) until c145e0b47c77 (v5.18): the parent's write fault on its swap PTE reuses the "
       "page the child's pipe holds"),
-    R(("v5.9",), VMSPLICE, PMD,
+    R(V5_9_RULE, VMSPLICE, PMD,
       "fail", "do_huge_pmd_wp_page() keeps reuse_swap_page() until 3bff7e3f1f16 (v5.18): a "
       "PMD-mapped THP mapped once is reused under the pipe"),
-    R(("v5.9",), VMSPLICE, NOT_HUGETLB,
+    R(V5_9_RULE, VMSPLICE, NOT_HUGETLB,
       "pass", "the pipe's reference raises the refcount: do_wp_page() copies (09854ba94c6a); "
       "the swapped variants of the parent-side cases were faulted in by the parent's read "
       "before fork()"),
-    R(("v5.9",), IOURING_RO + RO_PIN_EXCL, PMD,
+    R(V5_9_RULE, IOURING_RO + RO_PIN_EXCL, PMD,
       "pass", "the PMD path keeps reuse_swap_page() (until 3bff7e3f1f16): mapped once, the "
       "pinned THP is reused in place"),
-    R(("v5.9",), IOURING_RO + RO_PIN_EXCL, HUGETLB, "pass", HUGETLB_MAPCOUNT),
-    R(("v5.9",), IOURING_RO + RO_PIN_EXCL, ANY,
+    R(V5_9_RULE, IOURING_RO + RO_PIN_EXCL, HUGETLB, "pass", HUGETLB_MAPCOUNT),
+    R(V5_9_RULE, IOURING_RO + RO_PIN_EXCL, ANY,
       "fail", "the pin raises the refcount: do_wp_page()'s refcount rule (09854ba94c6a) copies "
       "the pinned page at the next write fault (clear_refs' pinned-page exception 9348b73c2e1b "
       "does not help: mprotect(PROT_READ) write-protected first)"),
-    R(("v5.9", "v5.18"), RO_PIN_SHARED, ANY, "fail", NO_UNSHARE),
-    R(("v5.9", "v5.18"), IOURING_FORK, ANY,
+    R((*V5_9_RULE, "v5.18"), RO_PIN_SHARED, ANY, "fail", NO_UNSHARE),
+    R(("v5.9", "v5.11"), IOURING_FORK, HUGETLB,
+      "fail", "copy_hugetlb_page_range() shares the pinned huge page with the child until "
+      "4eae4efa2c29 (v5.12): hugetlb_wp() sees it mapped twice and the parent's write copies "
+      "it away from the pin"),
+    R((*V5_9_RULE, "v5.18"), IOURING_FORK, ANY,
       "pass", "fork() copies a maybe-pinned page for the child (70e806e4e645), splits a pinned "
-      "PMD (d042035eaf5f) and copies a pinned hugetlb page (4eae4efa2c29, v5.12: v5.9..v5.11 "
-      "fail the hugetlb variant, the preset models v5.12+)"),
+      "PMD (d042035eaf5f) and, from v5.12, copies a pinned hugetlb page (4eae4efa2c29)"),
     # --- v5.18: refcount rule on every path ----------------------------------------------
     R(("v5.18",), VMSPLICE, NOT_HUGETLB,
       "pass", "v5.18: the refcount rule on every path (do_wp_page 53a05ad9f21d + d4c470970d45, "

@@ -38,7 +38,8 @@ COLLAPSE_FAMILIES = tuple(case.family for case in THP_CASES)
 KNOWN_DIVERGENCES: tuple[Divergence, ...] = (
     Divergence(
         "no-vma-merge",
-        ("v6.9", "v6.11", "v6.15"), COLLAPSE_FAMILIES, ("thp-9",), "skip", "pass",
+        ("v6.2", "v6.9", "v6.11", "v6.12", "v6.15"), COLLAPSE_FAMILIES, ("thp-9",), "skip",
+        "pass",
         "cowlab/kernel/mm.py MM.split_range() (used by protect.py change_protection() and "
         "Kernel.madvise()); thp.py collapse()",
         "VMAs are split but never merged again: after cow.c's mprotect(PROT_READ) + "
