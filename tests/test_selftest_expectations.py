@@ -11,8 +11,9 @@ divergence entry fail until it is removed).
 Presets stand for release ranges (their descriptions in ``cowlab kernels`` say which):
 ``v5.9`` is v5.9..v5.10, ``v5.11`` is v5.11, ``v5.12`` is v5.12..v5.17, ``v5.19`` is
 v5.19..v6.1, ``v6.2`` is v6.2..v6.8, ``v6.9`` is v6.9..v6.10, ``v6.11`` is v6.11 and
-``v6.12`` is v6.12..v6.14. The v5.9, v5.11 and v5.12 presets share v5.9's reuse rule. cow.c itself only exists from v6.1 (as
-selftests/vm/cow.c); on older presets the verdicts are what its procedures would observe.
+``v6.12`` is v6.12..v6.14. The v5.9, v5.11 and v5.12 presets share v5.9's reuse rule.
+cow.c itself only exists from v6.1 (as selftests/vm/cow.c); on older presets the verdicts
+are what its procedures would observe.
 Two of its facilities are newer than some presets and are nonetheless simulated there: the
 gup_test PIN_LONGTERM_TEST ioctls (v6.1), which stand for any longterm R/O pin (RDMA, VFIO),
 and MADV_COLLAPSE (v6.1, 7d8faaf15545), for which cow.c reports SKIP on older kernels and

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cowlab.geometry import pte_clear_soft_dirty as _pte_clear_sd
-from cowlab.geometry import pte_clear_uffd_wp as _pte_clear_uffd
 from cowlab.geometry import (
     _PAGE_PSE,
     pte_dirty,
@@ -25,6 +23,8 @@ from cowlab.geometry import (
     pte_uffd_wp,
     pte_wrprotect,
 )
+from cowlab.geometry import pte_clear_soft_dirty as _pte_clear_sd
+from cowlab.geometry import pte_clear_uffd_wp as _pte_clear_uffd
 from cowlab.geometry import pte_mkuffd_wp as _pte_mkuffd
 from cowlab.kernel.errors import KernelError
 from cowlab.kernel.folio import ZERO_PFN

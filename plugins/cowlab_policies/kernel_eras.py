@@ -66,8 +66,8 @@ def thp_refcount_rule(fault: FaultView) -> Decision:
 def swapin_refcount_rule(fault: FaultView) -> Decision:
     """do_swap_page() from v5.18 (c145e0b47c77), applied where an older kernel asks.
 
-    The entry is freed first; the swapcache is dropped when only this fault and the
-    swapcache hold the folio; the page is mapped writable only if it was never in the
+    A swapcache folio off the LRU is drained out of the local batch first; the entry is
+    freed; the swapcache is dropped when only this fault and the swapcache hold the folio; the page is mapped writable only if it was never in the
     swapcache (the synchronous bypass) or nothing but this fault holds it. Otherwise
     it is mapped read-only and do_wp_page() decides.
     """
@@ -75,6 +75,9 @@ def swapin_refcount_rule(fault: FaultView) -> Decision:
         return COPY.because("ksm")
     if not fault.swapcache:
         return REUSE
+    if not fault.lru:
+        # The swapcache folio may wait in this CPU's LRU-add batch: lru_add_drain().
+        fault.drain_lru()
     # refcount here includes this fault's own reference (1) and the swapcache's (1).
     if fault.refcount == 2 and fault.swapcount <= 1 and not fault.writeback:
         return REUSE

@@ -268,7 +268,8 @@ def test_v6_0_behaviour_needs_a_dirty_pte() -> None:
 @pytest.mark.parametrize("preset", [p for p in ALL if PRESETS[p].anon_exclusive])
 def test_uffd_wp_off_upgrades_a_clean_exclusive_page_from_v6_2(preset: str) -> None:
     """UFFDIO_WRITEPROTECT(off) uses the same can_change_pte_writable()."""
-    steps = CLEAN_EXCLUSIVE_THEN_MPROTECT[:4] + [
+    steps = [
+        *CLEAN_EXCLUSIVE_THEN_MPROTECT[:4],
         {"op": "uffd_wp", "mm": "a", "page": 0, "enable": True},
         {"op": "uffd_wp", "mm": "a", "page": 0, "enable": False},
         {"op": "write", "mm": "a", "page": 0},
@@ -443,3 +444,16 @@ def test_fork_copies_a_pinned_hugetlb_page_from_v5_12(preset: str) -> None:
         assert at_step(result, 4) == [("none", "none", None)]
     else:
         assert at_step(result, 4) == [("wp", "copy", "pin_incoherent")]
+
+
+def test_a_v5_18_rule_on_an_older_kernel_drains_in_do_swap_page_too() -> None:
+    """swapin_refcount_rule (v5.18's do_swap_page() run by a modern policy where an older
+    kernel asks on path "swap") drains the local batch as c145e0b47c77 does, so the page
+    is reused inside do_swap_page() rather than mapped read-only and reused again later."""
+    scenario = Scenario.from_mapping(
+        {"kernel": "v5.12", "machine": {"swap": "ssd"}, "steps": WRITE_TO_A_SWAPCACHE_PAGE},
+        source="<test>",
+    )
+    result = ScenarioRunner(scenario, get_registry().make_policy("patched-lru")).run()
+    assert at_step(result, 4) == [("swap", "reuse", None)]
+    assert (result.counters["swapin_reuse"], result.counters["lru_add_drain"]) == (1, 2)

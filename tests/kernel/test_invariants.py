@@ -56,7 +56,7 @@ def test_invariants_hold_with_thp_mthp_and_hugetlb_mappings(
 
 
 @SETTINGS
-@given(ops=ops_lists, preset=st.sampled_from(("v5.19", "v6.9", "v6.11", "v6.15")),
+@given(ops=ops_lists, preset=st.sampled_from(("v5.19", "v6.2", "v6.9", "v6.11", "v6.12", "v6.15")),
        swap=st.sampled_from(["zram", "ssd"]), batch=BATCH,
        policy=st.sampled_from(["oracle", "exclusive"]))
 def test_oracle_and_exclusive_never_violate_with_pins_on_v5_19_facilities(
