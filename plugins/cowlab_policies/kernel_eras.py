@@ -67,9 +67,10 @@ def swapin_refcount_rule(fault: FaultView) -> Decision:
     """do_swap_page() from v5.18 (c145e0b47c77), applied where an older kernel asks.
 
     A swapcache folio off the LRU is drained out of the local batch first; the entry is
-    freed; the swapcache is dropped when only this fault and the swapcache hold the folio; the page is mapped writable only if it was never in the
-    swapcache (the synchronous bypass) or nothing but this fault holds it. Otherwise
-    it is mapped read-only and do_wp_page() decides.
+    freed; the swapcache is dropped when only this fault and the swapcache hold the
+    folio; the page is mapped writable only if it was never in the swapcache (the
+    synchronous bypass) or nothing but this fault holds it. Otherwise it is mapped
+    read-only and do_wp_page() decides.
     """
     if fault.ksm:
         return COPY.because("ksm")
