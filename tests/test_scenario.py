@@ -30,8 +30,10 @@ from cowlab.scenario import (
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "experiments" / "scenarios"
 SHIPPED = sorted(SCENARIO_DIR.glob("*.yaml"))
-ALL_PRESETS = ("v5.7", "v5.8", "v5.9", "v5.11", "v5.12", "v5.18", "v5.19", "v6.2", "v6.9",
-    "v6.11", "v6.12", "v6.15")
+ALL_PRESETS = (
+    "v5.7", "v5.8", "v5.9", "v5.11", "v5.12", "v5.18", "v5.19", "v6.2", "v6.9", "v6.11",
+    "v6.12", "v6.15",
+)
 
 RESULT_KEYS = {"scenario", "kernel", "policy", "attempts", "counters", "violations", "metrics"}
 ATTEMPT_KEYS = {"step", "mm", "page", "cpu", "fault", "outcome", "reason", "violation",

@@ -10,8 +10,10 @@ import pytest
 from cowlab.kernel import Kernel
 from tests.conftest import KernelFactory
 
-ALL_PRESETS = ("v5.7", "v5.8", "v5.9", "v5.11", "v5.12", "v5.18", "v5.19", "v6.2", "v6.9",
-    "v6.11", "v6.12", "v6.15")
+ALL_PRESETS = (
+    "v5.7", "v5.8", "v5.9", "v5.11", "v5.12", "v5.18", "v5.19", "v6.2", "v6.9", "v6.11",
+    "v6.12", "v6.15",
+)
 
 
 def forceswap_round(k: Kernel) -> tuple[str, str, str | None, tuple[str, ...]]:

@@ -21,8 +21,10 @@ from cowlab.testing import apply_ops, op_strategy
 from tests.conftest import make_kernel
 
 ops_lists = st.lists(op_strategy(), min_size=20, max_size=80)
-PRESETS = ("v5.7", "v5.8", "v5.9", "v5.11", "v5.12", "v5.18", "v5.19", "v6.2", "v6.9",
-    "v6.11", "v6.12", "v6.15")
+PRESETS = (
+    "v5.7", "v5.8", "v5.9", "v5.11", "v5.12", "v5.18", "v5.19", "v6.2", "v6.9", "v6.11",
+    "v6.12", "v6.15",
+)
 SETTINGS = settings(max_examples=100, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 

@@ -17,8 +17,10 @@ from tests.workloads.helpers import SMALL, WITH_ACTORS, build, teardown
 
 WORKLOADS = sorted(SMALL)
 ACTOR_WORKLOADS = [w for w in WORKLOADS if w not in ("forceswap-v1", "mix-v1")]
-PRESETS = ("v5.7", "v5.8", "v5.9", "v5.11", "v5.12", "v5.18", "v5.19", "v6.2", "v6.9",
-    "v6.11", "v6.12", "v6.15")
+PRESETS = (
+    "v5.7", "v5.8", "v5.9", "v5.11", "v5.12", "v5.18", "v5.19", "v6.2", "v6.9", "v6.11",
+    "v6.12", "v6.15",
+)
 
 
 def check_run(name: str, params: dict[str, object], preset: str, policy: str | None,
