@@ -21,6 +21,7 @@ from cowlab.kernel.errors import KernelError
 from cowlab.kernel.fault import PolicyError
 from cowlab.kernel.presets import PRESETS, PresetError, get_preset
 from cowlab.plugins import PluginError, format_plugins, get_registry
+from cowlab.records import RunError, run_guard
 from cowlab.scenario import Scenario, ScenarioError, ScenarioRunner, format_result
 from cowlab.workloads import Budget, Workload, WorkloadResult, run_workload
 
@@ -47,8 +48,10 @@ def cmd_scenario_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     policy = _resolve_policy(args.policy, scenario.kernel.default_policy)
     try:
-        result = ScenarioRunner(scenario, policy, seed=args.seed).run()  # type: ignore[arg-type]
-    except ScenarioError as exc:
+        with run_guard(f"{args.file}", passthrough=(ScenarioError,)):
+            runner = ScenarioRunner(scenario, policy, seed=args.seed)  # type: ignore[arg-type]
+            result = runner.run()
+    except (ScenarioError, RunError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -84,16 +87,17 @@ def cmd_workload_run(args: argparse.Namespace) -> int:
     except (PluginError, ValueError) as exc:
         raise CliError(str(exc)) from None
     try:
-        result = run_workload(
-            workload,
-            config,
-            policy,
-            seed=args.seed,
-            budget=budget,
-            params=params,
-        )
-    except (KernelError, PolicyError) as exc:
-        raise CliError(f"workload {args.name}: {exc}") from None
+        with run_guard(f"workload {args.name}"):
+            result = run_workload(
+                workload,
+                config,
+                policy,
+                seed=args.seed,
+                budget=budget,
+                params=params,
+            )
+    except RunError as exc:
+        raise CliError(str(exc)) from None
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -182,7 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         result = train(cfg, resume=args.resume, trust_model=args.trust_model,
                        source=args.config)
-    except (ConfigError, TrainError) as exc:
+    except (ConfigError, TrainError, RunError) as exc:
         raise CliError(str(exc)) from None
     return 130 if result.interrupted else 0
 
@@ -204,6 +208,10 @@ def _eval_specs(args: argparse.Namespace) -> tuple[list[object], str, str | None
 
     executor = args.executor
     address = args.address
+    if args.decisions is not None and args.decisions < 1:
+        raise CliError(f"--decisions: must be at least 1, got {args.decisions}")
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers: must be at least 1, got {args.workers}")
     if args.config:
         from cowlab.config import (
             ConfigError,
@@ -299,6 +307,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     [--kernel K ...] [--seeds 0-9] [--out FILE] [--executor KIND]"""
     from cowlab.evaluate import run_sweep
     from cowlab.executors import ExecutorError, make_executor
+    from cowlab.records import RecordError, RunError
 
     specs, kind, address = _eval_specs(args)
     _check_specs(specs)
@@ -309,11 +318,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         result = run_sweep(specs, args.out, executor=executor, resume=not args.fresh,
                            progress=not args.quiet)
+    except (RunError, RecordError) as exc:
+        raise CliError(str(exc)) from None
     finally:
         executor.close()
     print(format_eval_summary(result.records))
-    print(f"{len(result.records)} records in {args.out} ({result.ran} run now, "
-          f"{result.skipped} already there) in {result.wall_s:.1f} s on {kind}")
+    print(f"{len(result.records)} records in {args.out} ({result.describe()}) "
+          f"in {result.wall_s:.1f} s on {kind}")
     return 0
 
 
@@ -340,18 +351,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """cowlab validate FILE... : replay every record; exit 1 on any mismatch."""
     from cowlab.records import RecordError, iter_files, validate_record
 
+    for path in args.files:
+        if not os.path.isfile(path):
+            raise CliError(f"{path}: no such records file" if not os.path.exists(path)
+                           else f"{path}: not a records file (a directory?)")
     total = bad = 0
     try:
         for path, line, rec in iter_files(args.files):
             total += 1
-            cfg = rec.get("config", {})
+            cfg = rec.get("config")
+            cfg = cfg if isinstance(cfg, dict) else {}
             what = (f"{path}:{line}: {cfg.get('policy')} / {cfg.get('kernel')} / "
                     f"{cfg.get('workload')} / seed {cfg.get('seed')}")
             try:
                 diffs = validate_record(rec)
-            except (RecordError, PluginError, PresetError, KernelError, PolicyError,
-                    TypeError, ValueError) as exc:
-                diffs = [f"<replay failed: {exc}>"]
+            except Exception as exc:  # a mangled record: any failure of its replay
+                diffs = [f"<replay failed: {type(exc).__name__}: {exc}>"]
             if diffs:
                 bad += 1
                 shown = ", ".join(diffs[:5]) + (f" (+{len(diffs) - 5} more)"
@@ -361,6 +376,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 print(f"{what}: reproduced")
     except (RecordError, OSError) as exc:
         raise CliError(str(exc)) from None
+    if total == 0:
+        print(f"cowlab: {' '.join(args.files)}: no records to validate", file=sys.stderr)
+        return 1
     print(f"{total - bad}/{total} records reproduced" + (f", {bad} not" if bad else ""))
     return 1 if bad else 0
 
@@ -376,11 +394,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         run_leaderboard,
     )
 
+    from cowlab.records import RecordError
+
     try:
         cfg = load_leaderboard_config(args.config, args.overrides)
         command = " ".join(["cowlab leaderboard", args.config, *args.overrides])
-        board, files = run_leaderboard(cfg, command=command, progress=not args.quiet)
-    except (LeaderboardError, ExecutorError) as exc:
+        board, files = run_leaderboard(cfg, command=command, progress=not args.quiet,
+                                       where=args.config)
+    except (LeaderboardError, ExecutorError, RunError, RecordError) as exc:
         raise CliError(str(exc)) from None
     except PluginError as exc:
         raise CliError(f"{args.config}: {exc}") from None
