@@ -17,8 +17,6 @@ from typing import cast
 import yaml
 
 from cowlab import __version__
-from cowlab.kernel.errors import KernelError
-from cowlab.kernel.fault import PolicyError
 from cowlab.kernel.presets import PRESETS, PresetError, get_preset
 from cowlab.plugins import PluginError, format_plugins, get_registry
 from cowlab.records import RunError, run_guard
@@ -393,7 +391,6 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         main_rows,
         run_leaderboard,
     )
-
     from cowlab.records import RecordError
 
     try:

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, cast
 
 from cowlab import __version__
-from cowlab.version import build_id, code_hash
 from cowlab.geometry import DEFAULT_GEOMETRY, Geometry
 from cowlab.kernel.errors import KernelError
 from cowlab.kernel.fault import PolicyError
@@ -50,6 +49,7 @@ from cowlab.kernel.policy import Policy
 from cowlab.kernel.presets import KernelConfig
 from cowlab.kernels import resolve_kernel
 from cowlab.plugins import PluginError, PluginRegistry, Registration, get_registry
+from cowlab.version import build_id, code_hash
 from cowlab.workloads.base import Budget, Workload, run_workload
 
 __all__ = [
@@ -61,12 +61,12 @@ __all__ = [
     "RunError",
     "RunSpec",
     "execute",
-    "run_guard",
     "policy_kind",
     "read_records",
     "record_digest",
     "record_key",
     "repair",
+    "run_guard",
     "staleness",
     "validate_record",
 ]
@@ -430,9 +430,9 @@ def validate_record(record: Mapping[str, Any], *, registry: PluginRegistry | Non
                     ) -> list[str]:
     """Replay a record; return the dotted names of the fields that differ (empty: reproduced).
 
-    Everything but ``wall_s`` and the provenance ``code`` is compared: a hand-edited metric, hash, version or config
-    value shows up as a differing field, and any edit breaks the record's ``digest``
-    (reported first), even one that replays cleanly.
+    Everything but ``wall_s`` and the provenance ``code`` is compared: a hand-edited
+    metric, hash, version or config value shows up as a differing field, and any edit
+    breaks the record's ``digest`` (reported first), even one that replays cleanly.
 
     Raises:
         RecordError: The record has no usable ``config``.
