@@ -22,6 +22,7 @@ from cowlab.plugins import PluginError, format_plugins, get_registry
 from cowlab.records import RunError, run_guard
 from cowlab.scenario import Scenario, ScenarioError, ScenarioRunner, format_result
 from cowlab.workloads import Budget, Workload, WorkloadResult, run_workload
+from cowlab.yamlfile import load_yaml_text
 
 EXIT_USAGE = 2
 
@@ -176,14 +177,21 @@ def cmd_kernels(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """cowlab train CONFIG [KEY=VALUE ...] [--resume] [--trust-model]"""
+    """cowlab train CONFIG [KEY=VALUE ...] [--resume [--force] | --overwrite] [--check]
+    [--trust-model]"""
     from cowlab.config import ConfigError, load_config
-    from cowlab.train import TrainError, train
+    from cowlab.train import TrainError, check_training_config, train
 
     try:
         cfg = load_config(args.config, args.overrides)
+        if args.check:
+            hp = check_training_config(cfg, args.config)
+            print(f"{args.config}: config OK: {cfg.agent.algo.name} with "
+                  + ", ".join(f"{k}={v}" for k, v in sorted(hp.items()))
+                  + f"; {cfg.agent.total_timesteps} steps -> {cfg.output.dir}")
+            return 0
         result = train(cfg, resume=args.resume, trust_model=args.trust_model,
-                       source=args.config)
+                       source=args.config, overwrite=args.overwrite, force=args.force)
     except (ConfigError, TrainError, RunError) as exc:
         raise CliError(str(exc)) from None
     return 130 if result.interrupted else 0
@@ -246,7 +254,7 @@ def _eval_specs(args: argparse.Namespace) -> tuple[list[object], str, str | None
             for p in policies for k in kernels for e in entries for s in seeds
         ]
         if executor is None:
-            executor = "ray" if cfg.executor.kind.name == "ray" else "process"
+            executor = cfg.executor.kind.name
             address = address or (cfg.executor.address if executor == "ray" else None)
         return specs, executor, address
     if args.overrides:
@@ -256,7 +264,10 @@ def _eval_specs(args: argparse.Namespace) -> tuple[list[object], str, str | None
     if missing:
         raise CliError(f"give a CONFIG, or {' and '.join(missing)}")
     # YAML scalars, so --param npages=4 is the same run as npages: 4 in a config.
-    params = {k: yaml.safe_load(v) if v else v for k, v in _parse_params(args.param).items()}
+    try:
+        params = {k: load_yaml_text(v) if v else v for k, v in _parse_params(args.param).items()}
+    except yaml.YAMLError as exc:
+        raise CliError(f"--param: not a YAML value: {str(exc).splitlines()[0]}") from None
     seeds = parse_seeds_arg(args.seeds or "0")
     specs = [
         RunSpec(policy=p, kernel=k, workload=w, seed=s, max_decisions=args.decisions or 2000,
@@ -478,6 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="config overrides, e.g. seed=3 agent.total_timesteps=20000")
     trainp.add_argument("--resume", action="store_true",
                         help="continue from the run directory's last checkpoint")
+    trainp.add_argument("--overwrite", action="store_true",
+                        help="delete an existing run directory first (a new run refuses "
+                        "a non-empty one otherwise)")
+    trainp.add_argument("--force", action="store_true",
+                        help="with --resume: resume even though the config changes what "
+                        "is learned (kernel, workload, env, algo, net_arch, ...)")
+    trainp.add_argument("--check", action="store_true",
+                        help="check the config and hyperparameters, then exit (no training)")
     trainp.add_argument("--trust-model", action="store_true",
                         help="load the checkpoint even if its sha256 sidecar does not match")
     trainp.set_defaults(handler=cmd_train)
