@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from cowlab.cli import main
 from cowlab.config import TrainConfig, WorkloadEntry, load_config
