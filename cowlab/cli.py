@@ -20,7 +20,13 @@ from cowlab import __version__
 from cowlab.kernel.presets import PRESETS, PresetError, get_preset
 from cowlab.plugins import PluginError, format_plugins, get_registry
 from cowlab.records import RunError, run_guard
-from cowlab.scenario import Scenario, ScenarioError, ScenarioRunner, format_result
+from cowlab.scenario import (
+    MAX_PAGES,
+    Scenario,
+    ScenarioError,
+    ScenarioRunner,
+    format_result,
+)
 from cowlab.workloads import Budget, Workload, WorkloadResult, run_workload
 from cowlab.yamlfile import load_yaml_text
 
@@ -42,13 +48,16 @@ def _resolve_policy(name: str | None, kernel_default: str, where: str = "--polic
 def cmd_scenario_run(args: argparse.Namespace) -> int:
     """cowlab scenario run FILE [--policy NAME] [--kernel PRESET] [--json]"""
     try:
-        scenario = Scenario.load(args.file, kernel=args.kernel)
+        if args.max_pages < 1:
+            raise CliError(f"--max-pages: must be at least 1, got {args.max_pages}")
+        scenario = Scenario.load(args.file, kernel=args.kernel, max_pages=args.max_pages)
     except ScenarioError as exc:
         raise CliError(str(exc)) from None
     policy = _resolve_policy(args.policy, scenario.kernel.default_policy)
     try:
         with run_guard(f"{args.file}", passthrough=(ScenarioError,)):
-            runner = ScenarioRunner(scenario, policy, seed=args.seed)  # type: ignore[arg-type]
+            runner = ScenarioRunner(scenario, policy, seed=args.seed,  # type: ignore[arg-type]
+                                    progress=None if args.quiet else sys.stderr)
             result = runner.run()
     except (ScenarioError, RunError) as exc:
         raise CliError(str(exc)) from None
@@ -446,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kernel", help="kernel preset, overriding the file's (e.g. v5.18)")
     run.add_argument("--seed", type=int, default=0, help="seed for randomized policies")
     run.add_argument("--json", action="store_true", help="print one JSON document")
+    run.add_argument("--max-pages", type=int, default=MAX_PAGES, metavar="N",
+                     help=f"most pages one step may cover (default {MAX_PAGES})")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress lines on stderr during long runs")
     run.set_defaults(handler=cmd_scenario_run)
     scenario.set_defaults(handler=lambda a: _missing(scenario))
 
