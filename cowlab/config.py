@@ -449,7 +449,8 @@ DEPRECATED_EXECUTORS = {"local": "process"}
 def _deprecations(layer: Mapping[str, Any], where: str) -> Mapping[str, Any]:
     """``executor.kind: local`` -> ``process``, with a warning naming the source."""
     section = layer.get("executor")
-    if isinstance(section, Mapping) and section.get("kind") in DEPRECATED_EXECUTORS:
+    if isinstance(section, Mapping) and isinstance(section.get("kind"), str) and (
+            section["kind"] in DEPRECATED_EXECUTORS):
         new = DEPRECATED_EXECUTORS[section["kind"]]
         warnings.warn(f"{where}: executor.kind: '{section['kind']}' is deprecated, use "
                       f"'{new}'", DeprecationWarning, stacklevel=4)
@@ -466,6 +467,8 @@ def _merge(base: DictConfig, layer: Mapping[str, Any], where: str) -> DictConfig
         key = getattr(exc, "full_key", "") or "?"
         reason = str(getattr(exc, "msg", exc)).splitlines()[0]
         raise ConfigError(f"{where}: {key}: {reason}") from None
+    except (TypeError, ValueError) as exc:  # e.g. a list merged over a mapping
+        raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
     assert isinstance(merged, DictConfig)
     return merged
 
@@ -511,8 +514,10 @@ def _apply_override(node: DictConfig, item: str) -> DictConfig:
         raise ConfigError(f"{where}: expected key=value (e.g. agent.total_timesteps=20000)")
     try:
         value = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={raw}"]))["value"]
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"{where}: {str(getattr(exc, 'msg', exc)).splitlines()[0]}") from None
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:
+        problem = getattr(exc, "problem", None) or getattr(exc, "msg", None) or str(exc)
+        raise ConfigError(f"{where}: not a YAML value: {str(problem).splitlines()[0]}"
+                          ) from None
     parts = key.split(".")
     if any(not p for p in parts):
         raise ConfigError(f"{where}: '{key}' is not a dotted key")

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -151,10 +152,17 @@ def _load(schema: type[Any], path: str | Path | None, overrides: Sequence[str],
         if overrides:
             node = OmegaConf.merge(node, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(node)
+    except LeaderboardError:
+        raise
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", "") or "?"
         reason = str(getattr(exc, "msg", exc)).splitlines()[0]
         raise LeaderboardError(f"{where}: {key}: {reason}") from None
+    except (TypeError, ValueError) as exc:  # e.g. a list merged over a mapping
+        raise LeaderboardError(f"{where}: {str(exc).splitlines()[0]}") from None
+    except yaml.YAMLError as exc:  # an override that is not a YAML value
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise LeaderboardError(f"{where}: override not a YAML value: {problem}") from None
 
 
 def load_suite(path: str | Path) -> SuiteConfig:
