@@ -513,7 +513,9 @@ def _apply_override(node: DictConfig, item: str) -> DictConfig:
     if not sep or not key:
         raise ConfigError(f"{where}: expected key=value (e.g. agent.total_timesteps=20000)")
     try:
-        value = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={raw}"]))["value"]
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={raw}"]))
+        assert isinstance(parsed, dict)
+        value = parsed["value"]
     except (OmegaConfBaseException, yaml.YAMLError) as exc:
         problem = getattr(exc, "problem", None) or getattr(exc, "msg", None) or str(exc)
         raise ConfigError(f"{where}: not a YAML value: {str(problem).splitlines()[0]}"
@@ -528,7 +530,8 @@ def _apply_override(node: DictConfig, item: str) -> DictConfig:
     current = OmegaConf.to_container(node, resolve=False, enum_to_str=True)
     assert isinstance(current, dict)
     _set_path(current, parts, value, where)
-    return _merge(OmegaConf.structured(TrainConfig), current, where)
+    return _merge(OmegaConf.structured(TrainConfig), {str(k): v for k, v in current.items()},
+                  where)
 
 
 def load_config(

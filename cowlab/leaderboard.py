@@ -217,6 +217,8 @@ def load_leaderboard_config(path: str | Path | None, overrides: Sequence[str] = 
     if not 0.0 < cfg.confidence < 1.0:
         raise LeaderboardError(f"{where}: confidence: must be between 0 and 1 "
                                f"(exclusive), got {cfg.confidence}")
+    if cfg.seed < 0:
+        raise LeaderboardError(f"{where}: seed: must not be negative, got {cfg.seed}")
     if cfg.workers is not None and cfg.workers < 1:
         raise LeaderboardError(f"{where}: workers: must be at least 1, got {cfg.workers}")
     suite_override = any(o.partition("=")[0].strip() == "suite" for o in overrides)

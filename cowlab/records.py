@@ -110,9 +110,10 @@ def run_guard(what: str, *, passthrough: tuple[type[BaseException], ...] = ()
     process: it would exit with status 0 and no output). ``KeyboardInterrupt`` and the
     exception types in ``passthrough`` (already located errors) pass unchanged.
     """
+    passing: tuple[type[BaseException], ...] = (RunError, *passthrough)
     try:
         yield
-    except (RunError, *passthrough):
+    except passing:
         raise
     except SystemExit as exc:
         raise RunError(f"{what}: plugin code raised SystemExit({exc.code!r}); a policy or "

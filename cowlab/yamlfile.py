@@ -36,7 +36,7 @@ class CowlabLoader(yaml.SafeLoader):
             self.flatten_mapping(node)
             seen: dict[object, Node] = {}
             for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+                key = self.construct_object(key_node, deep=True)
                 try:
                     first = seen.get(key)
                 except TypeError:  # an unhashable key: the base class reports it

@@ -150,6 +150,7 @@ def test_an_unknown_entry_or_reference_fails_before_the_process_pool_starts(
     ("bootstrap_reps=-1", "bootstrap_reps: must be at least 1"),
     ("confidence=1.5", "confidence: must be between 0 and 1"),
     ("workers=0", "workers: must be at least 1"),
+    ("seed=-1", "seed: must not be negative"),
     ("executor=local2", "executor: expected one of inprocess, process, ray"),
 ])
 def test_bad_statistics_or_executor_values_are_located_usage_errors(

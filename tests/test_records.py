@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +270,7 @@ def cowlab_register_policies(register):
 
 
 @pytest.fixture
-def edited_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def edited_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A real plugin package on disk (``edited_pkg``), registered in the process-wide
     registry; returns its source file so a test can edit it."""
     import importlib
@@ -325,7 +326,8 @@ def test_staleness_names_a_changed_cowlab_build_version_or_workload(
         "cowlab build changed")
     assert staleness({**record, "code": {**record["code"], "workload": "src-0"}}) == (
         "code of workload 'forceswap-v1' changed")
-    assert staleness({**record, "cowlab_version": "0.0.1"}).startswith("cowlab version 0.0.1")
+    assert str(staleness({**record, "cowlab_version": "0.0.1"})).startswith(
+        "cowlab version 0.0.1")
     old = {k: v for k, v in record.items() if k != "code"}
     assert "older cowlab" in str(staleness(old))
 
