@@ -3,8 +3,9 @@
 :func:`build_id` is a content hash of cowlab's own source files, so it changes with any
 edit of an editable install even when the version string does not. Records carry it
 (``code.cowlab_build``) and a sweep reruns a record whose build differs instead of
-reusing it (docs/records.md). A compiled build (a wheel with generated or native parts)
-can replace the source hash here: every caller goes through this one function.
+reusing it (docs/leaderboard.md, "Records"). A compiled build (a wheel with generated
+or native parts) can replace the source hash here: every caller goes through this one
+function.
 
 :func:`code_hash` is the same kind of hash for the code of a plugin's factory (a
 policy's or a workload's): the source files of the module that defines it and of every
