@@ -256,30 +256,41 @@ def run_sweep(
         stream: Where progress and the reuse report go (default stderr).
     """
     from cowlab.executors import make_executor
-    from cowlab.records import RecordWriter, record_key, repair, rewrite, staleness
+    from cowlab.records import (
+        RecordWriter,
+        record_key,
+        repair,
+        rewrite,
+        staleness,
+        timing_path,
+    )
 
     reg = registry or get_registry()
     err = stream or sys.stderr
     start = time.perf_counter()
     path = Path(out)
-    if not resume and path.exists():
-        path.unlink()
+    if not resume:
+        path.unlink(missing_ok=True)
+        timing_path(path).unlink(missing_ok=True)
     stored = [r for r in repair(path) if "config" in r]
     wanted: dict[str, dict[str, Any]] = {}
     for spec in specs:
         wanted.setdefault(spec.key, spec.to_dict())
     stale: Counter[str] = Counter()
-    current: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []  # what stays in the file
+    current: list[dict[str, Any]] = []  # what this sweep may reuse
     for r in stored:
-        reason = staleness(r, reg)
+        wanted_here = record_key(r["config"]) in wanted
+        reason = staleness(r, reg) if wanted_here else None
         if reason is None:
-            current.append(r)
-        elif record_key(r["config"]) in wanted:
+            kept.append(r)
+            if wanted_here:
+                current.append(r)
+        else:
             stale[reason] += 1
-        # a stale record of a run this sweep does not ask for is dropped silently: it
-        # no longer describes the code, and nothing here would rerun it
-    if len(current) < len(stored):
-        rewrite(path, current)
+        # records of runs this sweep does not ask for stay as they are (not ours to judge)
+    if len(kept) < len(stored):
+        rewrite(path, kept)
     if stale:
         why = "; ".join(f"{n} because {reason}" for reason, n in sorted(stale.items()))
         print(f"cowlab: {sum(stale.values())} record(s) in {path} are stale and run again "
@@ -312,7 +323,7 @@ def run_sweep(
             ex.close()
         if new:
             # canonical order, whatever order the executor finished in
-            rewrite(path, [*current, *new.values()])
+            rewrite(path, [*kept, *new.values()])
     records = [existing.get(k) or new[k] for k in wanted]
     call_lifecycle(reg, "cowlab_run_finished", run=run_info,
                    results={"records": len(records), "ran": len(new), "skipped": reused})

@@ -398,3 +398,29 @@ def test_eval_rejects_a_non_positive_decision_budget(
     assert main(["eval", "--policy", "exclusive", "--workload", "forceswap-v1",
                  "--decisions", "-5"]) == 2
     assert "--decisions: must be at least 1, got -5" in capsys.readouterr().err
+
+
+def test_a_sweep_keeps_the_records_of_runs_it_does_not_ask_for(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    run_sweep([_spec(0), _spec(1)], out, executor=InProcessExecutor(), progress=False)
+    old = read_records(out)
+    old[0].pop("code")  # as written by a cowlab before code fingerprints
+    from cowlab.records import record_digest, rewrite
+
+    old[0]["digest"] = record_digest(old[0])
+    rewrite(out, old)
+    run_sweep([_spec(2)], out, executor=InProcessExecutor(), progress=False)
+    assert len(read_records(out)) == 3  # the other runs' records, stale or not, stay
+
+
+def test_a_record_written_before_code_fingerprints_still_validates(
+    record: dict[str, Any],
+) -> None:
+    from cowlab.records import record_digest
+
+    old = {k: v for k, v in record.items() if k not in ("code", "wall_s")}
+    old["digest"] = record_digest(old)
+    assert validate_record(old) == []
+    edited = copy.deepcopy(old)
+    edited["metrics"]["reuse_rate"] = 0.5
+    assert validate_record(edited)[0].startswith("digest")
