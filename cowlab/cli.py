@@ -17,12 +17,18 @@ from typing import cast
 import yaml
 
 from cowlab import __version__
-from cowlab.kernel.errors import KernelError
-from cowlab.kernel.fault import PolicyError
 from cowlab.kernel.presets import PRESETS, PresetError, get_preset
 from cowlab.plugins import PluginError, format_plugins, get_registry
-from cowlab.scenario import Scenario, ScenarioError, ScenarioRunner, format_result
+from cowlab.records import RunError, run_guard
+from cowlab.scenario import (
+    MAX_PAGES,
+    Scenario,
+    ScenarioError,
+    ScenarioRunner,
+    format_result,
+)
 from cowlab.workloads import Budget, Workload, WorkloadResult, run_workload
+from cowlab.yamlfile import load_yaml_text
 
 EXIT_USAGE = 2
 
@@ -42,13 +48,18 @@ def _resolve_policy(name: str | None, kernel_default: str, where: str = "--polic
 def cmd_scenario_run(args: argparse.Namespace) -> int:
     """cowlab scenario run FILE [--policy NAME] [--kernel PRESET] [--json]"""
     try:
-        scenario = Scenario.load(args.file, kernel=args.kernel)
+        if args.max_pages < 1:
+            raise CliError(f"--max-pages: must be at least 1, got {args.max_pages}")
+        scenario = Scenario.load(args.file, kernel=args.kernel, max_pages=args.max_pages)
     except ScenarioError as exc:
         raise CliError(str(exc)) from None
     policy = _resolve_policy(args.policy, scenario.kernel.default_policy)
     try:
-        result = ScenarioRunner(scenario, policy, seed=args.seed).run()  # type: ignore[arg-type]
-    except ScenarioError as exc:
+        with run_guard(f"{args.file}", passthrough=(ScenarioError,)):
+            runner = ScenarioRunner(scenario, policy, seed=args.seed,  # type: ignore[arg-type]
+                                    progress=None if args.quiet else sys.stderr)
+            result = runner.run()
+    except (ScenarioError, RunError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -84,16 +95,17 @@ def cmd_workload_run(args: argparse.Namespace) -> int:
     except (PluginError, ValueError) as exc:
         raise CliError(str(exc)) from None
     try:
-        result = run_workload(
-            workload,
-            config,
-            policy,
-            seed=args.seed,
-            budget=budget,
-            params=params,
-        )
-    except (KernelError, PolicyError) as exc:
-        raise CliError(f"workload {args.name}: {exc}") from None
+        with run_guard(f"workload {args.name}"):
+            result = run_workload(
+                workload,
+                config,
+                policy,
+                seed=args.seed,
+                budget=budget,
+                params=params,
+            )
+    except RunError as exc:
+        raise CliError(str(exc)) from None
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -189,15 +201,22 @@ def cmd_kernels(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """cowlab train CONFIG [KEY=VALUE ...] [--resume] [--trust-model]"""
+    """cowlab train CONFIG [KEY=VALUE ...] [--resume [--force] | --overwrite] [--check]
+    [--trust-model]"""
     from cowlab.config import ConfigError, load_config
-    from cowlab.train import TrainError, train
+    from cowlab.train import TrainError, check_training_config, train
 
     try:
         cfg = load_config(args.config, args.overrides)
+        if args.check:
+            hp = check_training_config(cfg, args.config)
+            print(f"{args.config}: config OK: {cfg.agent.algo.name} with "
+                  + ", ".join(f"{k}={v}" for k, v in sorted(hp.items()))
+                  + f"; {cfg.agent.total_timesteps} steps -> {cfg.output.dir}")
+            return 0
         result = train(cfg, resume=args.resume, trust_model=args.trust_model,
-                       source=args.config)
-    except (ConfigError, TrainError) as exc:
+                       source=args.config, overwrite=args.overwrite, force=args.force)
+    except (ConfigError, TrainError, RunError) as exc:
         raise CliError(str(exc)) from None
     return 130 if result.interrupted else 0
 
@@ -219,6 +238,10 @@ def _eval_specs(args: argparse.Namespace) -> tuple[list[object], str, str | None
 
     executor = args.executor
     address = args.address
+    if args.decisions is not None and args.decisions < 1:
+        raise CliError(f"--decisions: must be at least 1, got {args.decisions}")
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers: must be at least 1, got {args.workers}")
     if args.config:
         from cowlab.config import (
             ConfigError,
@@ -255,7 +278,7 @@ def _eval_specs(args: argparse.Namespace) -> tuple[list[object], str, str | None
             for p in policies for k in kernels for e in entries for s in seeds
         ]
         if executor is None:
-            executor = "ray" if cfg.executor.kind.name == "ray" else "process"
+            executor = cfg.executor.kind.name
             address = address or (cfg.executor.address if executor == "ray" else None)
         return specs, executor, address
     if args.overrides:
@@ -265,7 +288,10 @@ def _eval_specs(args: argparse.Namespace) -> tuple[list[object], str, str | None
     if missing:
         raise CliError(f"give a CONFIG, or {' and '.join(missing)}")
     # YAML scalars, so --param npages=4 is the same run as npages: 4 in a config.
-    params = {k: yaml.safe_load(v) if v else v for k, v in _parse_params(args.param).items()}
+    try:
+        params = {k: load_yaml_text(v) if v else v for k, v in _parse_params(args.param).items()}
+    except yaml.YAMLError as exc:
+        raise CliError(f"--param: not a YAML value: {str(exc).splitlines()[0]}") from None
     seeds = parse_seeds_arg(args.seeds or "0")
     specs = [
         RunSpec(policy=p, kernel=k, workload=w, seed=s, max_decisions=args.decisions or 2000,
@@ -314,6 +340,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     [--kernel K ...] [--seeds 0-9] [--out FILE] [--executor KIND]"""
     from cowlab.evaluate import run_sweep
     from cowlab.executors import ExecutorError, make_executor
+    from cowlab.records import RecordError, RunError
 
     specs, kind, address = _eval_specs(args)
     _check_specs(specs)
@@ -324,11 +351,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         result = run_sweep(specs, args.out, executor=executor, resume=not args.fresh,
                            progress=not args.quiet)
+    except (RunError, RecordError) as exc:
+        raise CliError(str(exc)) from None
     finally:
         executor.close()
     print(format_eval_summary(result.records))
-    print(f"{len(result.records)} records in {args.out} ({result.ran} run now, "
-          f"{result.skipped} already there) in {result.wall_s:.1f} s on {kind}")
+    print(f"{len(result.records)} records in {args.out} ({result.describe()}) "
+          f"in {result.wall_s:.1f} s on {kind}")
     return 0
 
 
@@ -355,18 +384,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """cowlab validate FILE... : replay every record; exit 1 on any mismatch."""
     from cowlab.records import RecordError, iter_files, validate_record
 
+    for path in args.files:
+        if not os.path.isfile(path):
+            raise CliError(f"{path}: no such records file" if not os.path.exists(path)
+                           else f"{path}: not a records file (a directory?)")
     total = bad = 0
     try:
         for path, line, rec in iter_files(args.files):
             total += 1
-            cfg = rec.get("config", {})
+            cfg = rec.get("config")
+            cfg = cfg if isinstance(cfg, dict) else {}
             what = (f"{path}:{line}: {cfg.get('policy')} / {cfg.get('kernel')} / "
                     f"{cfg.get('workload')} / seed {cfg.get('seed')}")
             try:
                 diffs = validate_record(rec)
-            except (RecordError, PluginError, PresetError, KernelError, PolicyError,
-                    TypeError, ValueError) as exc:
-                diffs = [f"<replay failed: {exc}>"]
+            except Exception as exc:  # a mangled record: any failure of its replay
+                diffs = [f"<replay failed: {type(exc).__name__}: {exc}>"]
             if diffs:
                 bad += 1
                 shown = ", ".join(diffs[:5]) + (f" (+{len(diffs) - 5} more)"
@@ -376,6 +409,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 print(f"{what}: reproduced")
     except (RecordError, OSError) as exc:
         raise CliError(str(exc)) from None
+    if total == 0:
+        print(f"cowlab: {' '.join(args.files)}: no records to validate", file=sys.stderr)
+        return 1
     print(f"{total - bad}/{total} records reproduced" + (f", {bad} not" if bad else ""))
     return 1 if bad else 0
 
@@ -390,12 +426,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         main_rows,
         run_leaderboard,
     )
+    from cowlab.records import RecordError
 
     try:
         cfg = load_leaderboard_config(args.config, args.overrides)
         command = " ".join(["cowlab leaderboard", args.config, *args.overrides])
-        board, files = run_leaderboard(cfg, command=command, progress=not args.quiet)
-    except (LeaderboardError, ExecutorError) as exc:
+        board, files = run_leaderboard(cfg, command=command, progress=not args.quiet,
+                                       where=args.config)
+    except (LeaderboardError, ExecutorError, RunError, RecordError) as exc:
         raise CliError(str(exc)) from None
     except PluginError as exc:
         raise CliError(f"{args.config}: {exc}") from None
@@ -432,6 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kernel", help="kernel preset, overriding the file's (e.g. v5.18)")
     run.add_argument("--seed", type=int, default=0, help="seed for randomized policies")
     run.add_argument("--json", action="store_true", help="print one JSON document")
+    run.add_argument("--max-pages", type=int, default=MAX_PAGES, metavar="N",
+                     help=f"most pages one step may cover (default {MAX_PAGES})")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress lines on stderr during long runs")
     run.set_defaults(handler=cmd_scenario_run)
     scenario.set_defaults(handler=lambda a: _missing(scenario))
 
@@ -475,6 +517,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="config overrides, e.g. seed=3 agent.total_timesteps=20000")
     trainp.add_argument("--resume", action="store_true",
                         help="continue from the run directory's last checkpoint")
+    trainp.add_argument("--overwrite", action="store_true",
+                        help="delete an existing run directory first (a new run refuses "
+                        "a non-empty one otherwise)")
+    trainp.add_argument("--force", action="store_true",
+                        help="with --resume: resume even though the config changes what "
+                        "is learned (kernel, workload, env, algo, net_arch, ...)")
+    trainp.add_argument("--check", action="store_true",
+                        help="check the config and hyperparameters, then exit (no training)")
     trainp.add_argument("--trust-model", action="store_true",
                         help="load the checkpoint even if its sha256 sidecar does not match")
     trainp.set_defaults(handler=cmd_train)
@@ -554,7 +604,15 @@ def _missing(parser: argparse.ArgumentParser) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cowlab`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # KEY=VALUE overrides given after an option (`cowlab train CFG --resume seed=3`):
+        # argparse stops filling a positional list at the first option.
+        if isinstance(getattr(args, "overrides", None), list) and all(
+                "=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

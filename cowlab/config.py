@@ -31,6 +31,7 @@ import difflib
 import enum
 import types
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,9 +114,12 @@ class Algo(enum.Enum):
 
 
 class ExecutorKind(enum.Enum):
-    """Where evaluation runs execute."""
+    """Where evaluation runs execute: the executor names of ``cowlab eval --executor`` and
+    of leaderboard configs (``local``, the old name of ``process``, is still read, with a
+    deprecation warning)."""
 
-    local = "local"
+    inprocess = "inprocess"
+    process = "process"
     ray = "ray"
 
 
@@ -229,8 +233,18 @@ class AgentConfig:
     device: str = "cpu"
     #: Hidden layer sizes of the policy (and value) network.
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
-    #: Keyword arguments of the algorithm's constructor (checked against its signature).
+    #: PPO's constructor arguments (used when ``algo`` is ppo), over cowlab's defaults.
+    ppo: dict[str, Any] = field(default_factory=dict)
+    #: DQN's constructor arguments (used when ``algo`` is dqn), over cowlab's defaults.
+    dqn: dict[str, Any] = field(default_factory=dict)
+    #: MaskablePPO's constructor arguments (when ``algo`` is maskable_ppo).
+    maskable_ppo: dict[str, Any] = field(default_factory=dict)
+    #: Extra constructor arguments of whichever algorithm is chosen, over its section.
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+    def algo_hyperparameters(self) -> dict[str, Any]:
+        """The chosen algorithm's arguments: its section, then ``hyperparameters``."""
+        return {**dict(getattr(self, self.algo.name)), **dict(self.hyperparameters)}
 
 
 @dataclass
@@ -259,10 +273,10 @@ class EvalConfig:
 class ExecutorConfig:
     """Where evaluation runs execute."""
 
-    #: ``local`` (this machine: ``cowlab eval CONFIG`` uses a process pool) or ``ray``
-    #: (``cowlab eval CONFIG`` runs its sweep on Ray; needs the ``ray`` extra).
-    #: ``cowlab train`` evaluates in its own process either way.
-    kind: ExecutorKind = ExecutorKind.local
+    #: ``process`` (a local process pool), ``inprocess`` (one run after another in this
+    #: process) or ``ray`` (needs the ``ray`` extra): where ``cowlab eval CONFIG`` runs
+    #: its sweep. ``cowlab train`` evaluates in its own process either way.
+    kind: ExecutorKind = ExecutorKind.process
     #: Ray cluster address (``auto``), for ``kind: ray``.
     address: str = "auto"
 
@@ -428,7 +442,24 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+#: Old executor names still read from configs (with a DeprecationWarning).
+DEPRECATED_EXECUTORS = {"local": "process"}
+
+
+def _deprecations(layer: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """``executor.kind: local`` -> ``process``, with a warning naming the source."""
+    section = layer.get("executor")
+    if isinstance(section, Mapping) and isinstance(section.get("kind"), str) and (
+            section["kind"] in DEPRECATED_EXECUTORS):
+        new = DEPRECATED_EXECUTORS[section["kind"]]
+        warnings.warn(f"{where}: executor.kind: '{section['kind']}' is deprecated, use "
+                      f"'{new}'", DeprecationWarning, stacklevel=4)
+        layer = {**layer, "executor": {**section, "kind": new}}
+    return layer
+
+
 def _merge(base: DictConfig, layer: Mapping[str, Any], where: str) -> DictConfig:
+    layer = _deprecations(layer, where)
     _check_mapping(layer, TrainConfig, "", where)
     try:
         merged = OmegaConf.merge(base, OmegaConf.create(dict(layer)))
@@ -436,8 +467,71 @@ def _merge(base: DictConfig, layer: Mapping[str, Any], where: str) -> DictConfig
         key = getattr(exc, "full_key", "") or "?"
         reason = str(getattr(exc, "msg", exc)).splitlines()[0]
         raise ConfigError(f"{where}: {key}: {reason}") from None
+    except (TypeError, ValueError) as exc:  # e.g. a list merged over a mapping
+        raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
     assert isinstance(merged, DictConfig)
     return merged
+
+
+def _set_path(data: Any, parts: Sequence[str], value: object, where: str) -> None:
+    """Set ``data[p0][p1]...`` to ``value``; a digit part indexes a list."""
+    for i, part in enumerate(parts):
+        at = ".".join(parts[: i + 1])
+        last = i == len(parts) - 1
+        if isinstance(data, list):
+            if not part.isdigit():
+                raise ConfigError(f"{where}: {'.'.join(parts[:i])} is a list: "
+                                  f"expected an index, got '{part}'")
+            index = int(part)
+            if index >= len(data):
+                raise ConfigError(f"{where}: {at}: index {index} out of range "
+                                  f"({'.'.join(parts[:i])} has {len(data)} entries)")
+            if last:
+                data[index] = value
+            else:
+                data = data[index]
+        elif isinstance(data, dict):
+            if last:
+                data[part] = value
+            else:
+                data = data.setdefault(part, {})
+        else:
+            raise ConfigError(f"{where}: {'.'.join(parts[:i])} is not a group (cannot "
+                              f"set '{part}' in it)")
+
+
+def _apply_override(node: DictConfig, item: str) -> DictConfig:
+    """One ``key=value`` override over ``node``.
+
+    ``a.b=v`` merges ``{a: {b: v}}``; ``workload.mix.0.params.pages=3`` sets an element
+    of a list (a digit indexes it); ``agent.hyperparameters={}`` replaces the mapping
+    (clears it) instead of merging an empty one into it.
+    """
+    where = f"override '{item}'"
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"{where}: expected key=value (e.g. agent.total_timesteps=20000)")
+    try:
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={raw}"]))
+        assert isinstance(parsed, dict)
+        value = parsed["value"]
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:
+        problem = getattr(exc, "problem", None) or getattr(exc, "msg", None) or str(exc)
+        raise ConfigError(f"{where}: not a YAML value: {str(problem).splitlines()[0]}"
+                          ) from None
+    parts = key.split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"{where}: '{key}' is not a dotted key")
+    if not any(p.isdigit() for p in parts) and value != {}:
+        layer: dict[str, Any] = {}
+        _set_path(layer, parts, value, where)
+        return _merge(node, layer, where)
+    current = OmegaConf.to_container(node, resolve=False, enum_to_str=True)
+    assert isinstance(current, dict)
+    _set_path(current, parts, value, where)
+    return _merge(OmegaConf.structured(TrainConfig), {str(k): v for k, v in current.items()},
+                  where)
 
 
 def load_config(
@@ -465,16 +559,7 @@ def load_config(
     if path is not None:
         node = _merge(node, _read_yaml(Path(path)), source)
     for item in overrides:
-        where = f"override '{item}'"
-        key, sep, _ = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{where}: expected key=value (e.g. agent.total_timesteps=20000)")
-        try:
-            layer = OmegaConf.to_container(OmegaConf.from_dotlist([item]))
-        except OmegaConfBaseException as exc:
-            raise ConfigError(f"{where}: {str(getattr(exc, 'msg', exc)).splitlines()[0]}") from None
-        assert isinstance(layer, dict)
-        node = _merge(node, {str(k): v for k, v in layer.items()}, where)
+        node = _apply_override(node, item)
         source = f"{source} + overrides"
     try:
         cfg = OmegaConf.to_object(node)

@@ -208,8 +208,20 @@ class SweepResult:
     records: list[dict[str, Any]]
     #: Records run by this call (the others were found in the file).
     ran: int
+    #: Records reused from the file (same config, same code).
     skipped: int
     wall_s: float
+    #: Records found in the file but run again, by reason (``"cowlab build changed"``).
+    stale: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line: how many records were reused, run and rerun, and why."""
+        new = self.ran - sum(self.stale.values())
+        text = f"{self.skipped} reused, {new} new"
+        if self.stale:
+            why = "; ".join(f"{n} {reason}" for reason, n in sorted(self.stale.items()))
+            text += f", {sum(self.stale.values())} rerun because the code changed ({why})"
+        return text
 
 
 def run_sweep(
@@ -224,10 +236,15 @@ def run_sweep(
 ) -> SweepResult:
     """Run every spec not yet in ``out`` and append its record there.
 
-    Records already in the file (same config) are skipped, so an interrupted sweep
-    resumes where it stopped; a torn last line is dropped with a warning first. Calls the
-    lifecycle hooks ``cowlab_run_started``, ``cowlab_episode_finished`` (per record) and
-    ``cowlab_run_finished``.
+    Records already in the file with the same config *and* the same code (cowlab's
+    version and build, the policy's and workload's plugin code, a learned agent's model
+    file: :func:`cowlab.records.staleness`) are reused, so an interrupted sweep resumes
+    where it stopped; a stale record is dropped and run again, and the reason is counted
+    in :attr:`SweepResult.stale` and printed to ``stream``. A torn last line is dropped
+    with a warning first. When anything ran, the file is rewritten in canonical order
+    (:func:`cowlab.records.sort_records`), so it does not depend on the order in which
+    the executor finished the runs. Calls the lifecycle hooks ``cowlab_run_started``,
+    ``cowlab_episode_finished`` (per record) and ``cowlab_run_finished``.
 
     Args:
         specs: :class:`cowlab.records.RunSpec` objects (duplicates are run once).
@@ -236,29 +253,54 @@ def run_sweep(
         resume: Keep existing records and skip their specs; False starts a new file.
         progress: Print progress with an estimate of the time left to ``stream``.
         registry: Plugin registry for the lifecycle hooks.
-        stream: Where progress goes (default stderr).
+        stream: Where progress and the reuse report go (default stderr).
     """
     from cowlab.executors import make_executor
-    from cowlab.records import RecordWriter, record_key, repair, rewrite, still_current
+    from cowlab.records import (
+        RecordWriter,
+        record_key,
+        repair,
+        rewrite,
+        staleness,
+        timing_path,
+    )
 
     reg = registry or get_registry()
+    err = stream or sys.stderr
     start = time.perf_counter()
     path = Path(out)
-    if not resume and path.exists():
-        path.unlink()
+    if not resume:
+        path.unlink(missing_ok=True)
+        timing_path(path).unlink(missing_ok=True)
     stored = [r for r in repair(path) if "config" in r]
-    current = [r for r in stored if still_current(r)]
-    if len(current) < len(stored):
-        # Records of a model that has since been retrained are stale: drop them (the file
-        # is replaced atomically) and run those cells again.
-        print(f"cowlab: {len(stored) - len(current)} record(s) in {path} describe a model "
-              "file that has changed since; running them again", file=stream or sys.stderr)
-        rewrite(path, current)
-    existing = {record_key(r["config"]): r for r in current}
     wanted: dict[str, dict[str, Any]] = {}
     for spec in specs:
         wanted.setdefault(spec.key, spec.to_dict())
+    stale: Counter[str] = Counter()
+    kept: list[dict[str, Any]] = []  # what stays in the file
+    current: list[dict[str, Any]] = []  # what this sweep may reuse
+    for r in stored:
+        wanted_here = record_key(r["config"]) in wanted
+        reason = staleness(r, reg) if wanted_here else None
+        if reason is None:
+            kept.append(r)
+            if wanted_here:
+                current.append(r)
+        else:
+            stale[reason] += 1
+        # records of runs this sweep does not ask for stay as they are (not ours to judge)
+    if len(kept) < len(stored):
+        rewrite(path, kept)
+    if stale:
+        why = "; ".join(f"{n} because {reason}" for reason, n in sorted(stale.items()))
+        print(f"cowlab: {sum(stale.values())} record(s) in {path} are stale and run again "
+              f"({why})", file=err)
+    existing = {record_key(r["config"]): r for r in current}
     todo_keys = [k for k in wanted if k not in existing]
+    reused = len(wanted) - len(todo_keys)
+    if existing and reused:
+        print(f"cowlab: reusing {reused} record(s) from {path} (same config and code)",
+              file=err)
     own = executor is None
     ex = make_executor("process") if own else executor
     run_info = {"kind": "sweep", "out": str(path), "executor": ex.name,
@@ -279,9 +321,10 @@ def run_sweep(
     finally:
         if own:
             ex.close()
+        if new:
+            # canonical order, whatever order the executor finished in
+            rewrite(path, [*kept, *new.values()])
     records = [existing.get(k) or new[k] for k in wanted]
     call_lifecycle(reg, "cowlab_run_finished", run=run_info,
-                   results={"records": len(records), "ran": len(new),
-                            "skipped": len(wanted) - len(todo_keys)})
-    return SweepResult(records, len(new), len(wanted) - len(todo_keys),
-                       time.perf_counter() - start)
+                   results={"records": len(records), "ran": len(new), "skipped": reused})
+    return SweepResult(records, len(new), reused, time.perf_counter() - start, dict(stale))

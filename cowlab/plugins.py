@@ -338,6 +338,18 @@ class UnknownNameError(PluginError):
         about = f" {context}" if context else ""
         listing = ", ".join(self.known) if self.known else "(none)"
         super().__init__(f"{_prefix(where)}unknown {kind} {name!r}{about}{hint}; known: {listing}")
+        self.where = where
+        self.context = context
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle by the constructor's arguments (a process pool ships errors back)."""
+        return (_rebuild_unknown_name_error,
+                (type(self), self.kind, self.name, self.known, self.where, self.context))
+
+
+def _rebuild_unknown_name_error(cls: type[UnknownNameError], kind: str, name: str,
+                                known: list[str], where: str, context: str) -> UnknownNameError:
+    return cls(kind, name, known, where=where, context=context)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -4,9 +4,16 @@ A record is everything needed to reproduce one workload run and everything it
 measured (CompilerGym-style): the cowlab version, the distribution and version of every
 plugin that contributed (the policy's, the workload's, a plugin kernel preset's), the
 resolved run config (:class:`RunSpec`), the policy's identity (for a learned agent the
-sha256 of its model file), the metrics and debug counters, the sha256 of the full
-write-attempt sequence, and the wall time. :func:`execute` makes a record from a spec;
-:func:`validate_record` replays one and names the first fields that differ.
+sha256 of its model file), the code fingerprint (``code``: cowlab's build id and a
+content hash of the policy's and the workload's plugin code, :mod:`cowlab.version`),
+the metrics and debug counters and the sha256 of the full write-attempt sequence.
+:func:`execute` makes a record from a spec; :func:`validate_record` replays one and
+names the first fields that differ. :func:`staleness` says why a stored record no
+longer describes the code that would run it now (a sweep reruns such records).
+
+The wall time of a run is not part of the record file: :func:`execute` returns it as
+``wall_s`` and the writer moves it to a sidecar (``records.jsonl.timing.jsonl``), so
+two files with the same runs are byte-identical and diffs show only results.
 
 Records files are append-only JSON Lines. :class:`RecordWriter` appends each line with a
 single ``os.write`` on an ``O_APPEND`` descriptor followed by ``fsync``, so a crash can
@@ -22,6 +29,7 @@ warning) and :func:`repair` truncates before a sweep resumes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -34,11 +42,14 @@ from typing import Any, cast
 
 from cowlab import __version__
 from cowlab.geometry import DEFAULT_GEOMETRY, Geometry
+from cowlab.kernel.errors import KernelError
+from cowlab.kernel.fault import PolicyError
 from cowlab.kernel.kernel import Machine
 from cowlab.kernel.policy import Policy
 from cowlab.kernel.presets import KernelConfig
 from cowlab.kernels import resolve_kernel
-from cowlab.plugins import PluginRegistry, Registration, get_registry
+from cowlab.plugins import PluginError, PluginRegistry, Registration, get_registry
+from cowlab.version import build_id, code_hash
 from cowlab.workloads.base import Budget, Workload, run_workload
 
 __all__ = [
@@ -47,6 +58,7 @@ __all__ = [
     "VOLATILE_FIELDS",
     "RecordError",
     "RecordWriter",
+    "RunError",
     "RunSpec",
     "execute",
     "policy_kind",
@@ -54,14 +66,20 @@ __all__ = [
     "record_digest",
     "record_key",
     "repair",
+    "run_guard",
+    "staleness",
     "validate_record",
 ]
 
 #: Version tag of the record layout (a change of layout gets a new tag).
 RECORD_FORMAT = "cowlab-record-v1"
 
-#: Fields that legitimately differ between two runs of the same spec (not validated).
+#: Fields that legitimately differ between two runs of the same spec (not validated,
+#: not digested, never written to the records file).
 VOLATILE_FIELDS = frozenset({"wall_s"})
+#: Provenance that validate does not compare (a replay under newer code reproduces the
+#: results or not; which code made the record is reported by :func:`staleness`).
+PROVENANCE_FIELDS = frozenset({"code"})
 
 #: Trivial bounds, labelled ``reference`` in tables.
 REFERENCE_POLICIES = frozenset({"always-copy", "always-reuse", "random"})
@@ -71,6 +89,42 @@ _HOME_DIST = "cowlab"
 
 class RecordError(ValueError):
     """A records file or record that cannot be used (bad JSON in the middle, bad fields)."""
+
+
+class RunError(RuntimeError):
+    """A run that failed: a policy's ``reset``/``decide`` raised (even ``SystemExit``), or
+    the simulated kernel rejected the run. The message names the run (policy, workload,
+    kernel, seed); it is a plain message, so it crosses process boundaries (pickles)."""
+
+
+#: Set to get the original traceback of a failing run instead of a :class:`RunError`.
+TRACEBACK_ENV = "COWLAB_TRACEBACK"
+
+
+@contextlib.contextmanager
+def run_guard(what: str, *, passthrough: tuple[type[BaseException], ...] = ()
+              ) -> Iterator[None]:
+    """Turn any failure of a policy or workload run into a :class:`RunError` naming ``what``.
+
+    ``SystemExit`` raised by plugin code is an error too (a policy must not end the
+    process: it would exit with status 0 and no output). ``KeyboardInterrupt`` and the
+    exception types in ``passthrough`` (already located errors) pass unchanged.
+    """
+    passing: tuple[type[BaseException], ...] = (RunError, *passthrough)
+    try:
+        yield
+    except passing:
+        raise
+    except SystemExit as exc:
+        raise RunError(f"{what}: plugin code raised SystemExit({exc.code!r}); a policy or "
+                       "workload must not exit the process") from None
+    except (KernelError, PolicyError, PluginError) as exc:
+        raise RunError(f"{what}: {exc}") from None
+    except Exception as exc:
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        raise RunError(f"{what}: {type(exc).__name__}: {exc} "
+                       f"(set {TRACEBACK_ENV}=1 for the traceback)") from None
 
 
 @dataclass(frozen=True)
@@ -201,6 +255,54 @@ def still_current(record: Mapping[str, Any]) -> bool:
     return bool(path) and _file_sha256(str(path)) == identity["sha256"]
 
 
+def code_fingerprint(config: Mapping[str, Any], registry: PluginRegistry | None = None
+                     ) -> dict[str, Any]:
+    """What code a run of ``config`` executes now: cowlab's build and the content hash of
+    the packages that define its policy and workload factories (``code`` of a record)."""
+    reg = registry or get_registry()
+    policy = str(config.get("policy", ""))
+    out: dict[str, Any] = {"cowlab_build": build_id()}
+    try:
+        pol = reg.get("policy", _registration_name(reg, policy))
+        out["policy"] = code_hash(getattr(pol.factory, "__module__", "") or "")
+    except PluginError:
+        out["policy"] = None
+    try:
+        wl = reg.get("workload", str(config.get("workload", "")))
+        out["workload"] = code_hash(getattr(wl.factory, "__module__", "") or "")
+    except PluginError:
+        out["workload"] = None
+    return out
+
+
+def staleness(record: Mapping[str, Any], registry: PluginRegistry | None = None
+              ) -> str | None:
+    """Why ``record`` no longer describes what its config would run now (None: current).
+
+    A record is stale when cowlab's version or build changed, when the code of the
+    policy's or the workload's plugin package changed (an edited ``decide`` in an
+    editable install), or when a learned agent's model file changed (retrained).
+    """
+    if record.get("cowlab_version") != __version__:
+        return f"cowlab version {record.get('cowlab_version')} -> {__version__}"
+    config = record.get("config")
+    if not isinstance(config, Mapping):
+        return "no config"
+    if not still_current(record):
+        return "model file changed"
+    stored = record.get("code")
+    if not isinstance(stored, Mapping):
+        return "no code fingerprint (written by an older cowlab)"
+    now = code_fingerprint(config, registry)
+    if stored.get("cowlab_build") != now["cowlab_build"]:
+        return "cowlab build changed"
+    if stored.get("policy") != now["policy"]:
+        return f"code of policy {config.get('policy')!r} changed"
+    if stored.get("workload") != now["workload"]:
+        return f"code of workload {config.get('workload')!r} changed"
+    return None
+
+
 def _kernel_config(spec: RunSpec, registry: PluginRegistry) -> tuple[KernelConfig, list[Any]]:
     base = resolve_kernel(spec.kernel)
     contributors: list[Any] = []
@@ -236,24 +338,26 @@ def execute(spec: RunSpec | Mapping[str, Any], *, registry: PluginRegistry | Non
     start = time.perf_counter()
     config, contributors = _kernel_config(spec, reg)
     cache_key = _policy_cache_key(spec)
-    policy = _POLICIES.get(cache_key)
-    if policy is None:
-        policy = _POLICIES[cache_key] = reg.make_policy(spec.policy, dict(spec.policy_params),
-                                                         where="policy")
-    workload = cast(Workload, reg.make("workload", spec.workload,
-                                       dict(spec.workload_params), where="workload"))
-    machine = Machine(**dict(spec.machine))
-    geometry = Geometry(**dict(spec.geometry)) if spec.geometry else DEFAULT_GEOMETRY
-    result = run_workload(
-        workload,
-        config,
-        cast(Policy, policy),
-        seed=spec.seed,
-        budget=Budget(max_decisions=spec.max_decisions),
-        machine=machine,
-        params=dict(spec.workload_params),
-        geometry=geometry,
-    )
+    what = (f"run of {spec.policy} on {spec.workload} / {spec.kernel} / seed {spec.seed}")
+    with run_guard(what):
+        policy = _POLICIES.get(cache_key)
+        if policy is None:
+            policy = _POLICIES[cache_key] = reg.make_policy(
+                spec.policy, dict(spec.policy_params), where="policy")
+        workload = cast(Workload, reg.make("workload", spec.workload,
+                                           dict(spec.workload_params), where="workload"))
+        machine = Machine(**dict(spec.machine))
+        geometry = Geometry(**dict(spec.geometry)) if spec.geometry else DEFAULT_GEOMETRY
+        result = run_workload(
+            workload,
+            config,
+            cast(Policy, policy),
+            seed=spec.seed,
+            budget=Budget(max_decisions=spec.max_decisions),
+            machine=machine,
+            params=dict(spec.workload_params),
+            geometry=geometry,
+        )
     pol_reg = reg.get("policy", _registration_name(reg, spec.policy))
     wl_reg = reg.get("workload", spec.workload)
     plugins: dict[str, dict[str, Any]] = {}
@@ -281,9 +385,10 @@ def execute(spec: RunSpec | Mapping[str, Any], *, registry: PluginRegistry | Non
         "decisions": result.decisions,
         "sim_time_ns": result.sim_time_ns,
         "decision_hash": result.decision_hash,
-        "wall_s": round(time.perf_counter() - start, 6),
+        "code": code_fingerprint(spec.to_dict(), reg),
     }
     record["digest"] = record_digest(record)
+    record["wall_s"] = round(time.perf_counter() - start, 6)
     return record
 
 
@@ -306,7 +411,7 @@ def record_digest(record: Mapping[str, Any]) -> str:
 def _diff(a: object, b: object, path: str, out: list[str]) -> None:
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         for k in sorted(set(a) | set(b), key=str):
-            if k in VOLATILE_FIELDS and not path:
+            if (k in VOLATILE_FIELDS or k in PROVENANCE_FIELDS or k == "digest") and not path:
                 continue
             sub = f"{path}.{k}" if path else str(k)
             if k not in a or k not in b:
@@ -326,9 +431,9 @@ def validate_record(record: Mapping[str, Any], *, registry: PluginRegistry | Non
                     ) -> list[str]:
     """Replay a record; return the dotted names of the fields that differ (empty: reproduced).
 
-    Everything but ``wall_s`` is compared: a hand-edited metric, hash, version or config
-    value shows up as a differing field, and any edit breaks the record's ``digest``
-    (reported first), even one that replays cleanly.
+    Everything but ``wall_s`` and the provenance ``code`` is compared: a hand-edited
+    metric, hash, version or config value shows up as a differing field, and any edit
+    breaks the record's ``digest`` (reported first), even one that replays cleanly.
 
     Raises:
         RecordError: The record has no usable ``config``.
@@ -339,8 +444,9 @@ def validate_record(record: Mapping[str, Any], *, registry: PluginRegistry | Non
     replay = execute(RunSpec.from_dict(config), registry=registry)
     diffs: list[str] = []
     _diff(dict(record), replay, "", diffs)
+    # The digest is checked against the record itself (the replay's digest covers its
+    # own provenance, which may differ): any hand edit breaks it.
     if record.get("digest") != record_digest(json.loads(json.dumps(record))):
-        diffs = [f for f in diffs if f != "digest"]
         diffs.insert(0, "digest (the record was edited after it was written)")
     return diffs
 
@@ -410,33 +516,63 @@ def repair(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def _line(record: Mapping[str, Any]) -> bytes:
+    """A record's line in a records file: canonical JSON without the volatile fields."""
+    body = {k: v for k, v in record.items() if k not in VOLATILE_FIELDS}
+    return (json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+def timing_path(path: str | Path) -> Path:
+    """The sidecar of a records file that keeps each run's wall time (not compared)."""
+    p = Path(path)
+    return p.with_name(p.name + ".timing.jsonl")
+
+
+def sort_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records in the canonical order of a records file: by :func:`record_key`."""
+    return sorted(records, key=lambda r: record_key(r.get("config", {})))
+
+
 def rewrite(path: str | Path, records: list[dict[str, Any]]) -> None:
-    """Replace a records file by ``records`` atomically (temp file, fsync, os.replace)."""
+    """Replace a records file by ``records`` atomically (temp file, fsync, os.replace).
+
+    The records are written in canonical order (:func:`sort_records`) without their
+    volatile fields, so the file is a function of the set of runs it holds, whatever
+    order an executor finished them in.
+    """
     p = Path(path)
     tmp = p.with_name(p.name + ".tmp")
     with open(tmp, "wb") as f:
-        for record in records:
-            f.write((json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode())
+        for record in sort_records(records):
+            f.write(_line(record))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, p)
 
 
 class RecordWriter:
-    """Append records to a JSON Lines file, one atomic ``os.write`` + ``fsync`` per line."""
+    """Append records to a JSON Lines file, one atomic ``os.write`` + ``fsync`` per line.
+
+    A record's ``wall_s`` goes to the timing sidecar (:func:`timing_path`), not the file.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._timing = timing_path(self.path)
 
     def write(self, record: Mapping[str, Any]) -> None:
-        """Append one record as a single line."""
-        line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
+        """Append one record as a single line (and its wall time to the sidecar)."""
+        line = _line(record)
         written = os.write(self._fd, line)
         if written != len(line):  # pragma: no cover - regular files write fully
             raise OSError(f"{self.path}: short write ({written} of {len(line)} bytes)")
         os.fsync(self._fd)
+        if "wall_s" in record:
+            with open(self._timing, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"digest": record.get("digest"),
+                                    "wall_s": record["wall_s"]}) + "\n")
 
     def close(self) -> None:
         """Close the file."""

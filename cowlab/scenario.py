@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import difflib
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from cowlab.geometry import DEFAULT_GEOMETRY, Geometry, GeometryError
 from cowlab.kernel.costs import DEVICES
@@ -167,6 +168,12 @@ def _type_ok(kind: str, value: object) -> bool:
     return isinstance(value, str)
 
 
+#: The most pages one step may cover (``pages`` of mmap, write, mprotect, madvise, gup,
+#: reclaim, ...): the bound workload parameters have (2^20 pages, 4 GiB of 4 KiB pages).
+#: ``cowlab scenario run --max-pages N`` raises or lowers it.
+MAX_PAGES = 1 << 20
+
+
 @dataclass
 class Step:
     """One validated step: op name, its fields with defaults filled in, its index."""
@@ -192,17 +199,20 @@ class Scenario:
     description: str = ""
 
     @classmethod
-    def load(cls, path: str | Path, *, kernel: str | None = None) -> Scenario:
-        """Read and validate a scenario file; ``kernel`` overrides its preset."""
+    def load(cls, path: str | Path, *, kernel: str | None = None,
+             max_pages: int = MAX_PAGES) -> Scenario:
+        """Read and validate a scenario file; ``kernel`` overrides its preset;
+        ``max_pages`` bounds the ``pages`` of every step (:data:`MAX_PAGES`)."""
         try:
             data = read_yaml(path, what="scenario")
         except YamlFileError as exc:
             raise ScenarioError(str(exc)) from None
-        return cls.from_mapping(data, source=str(path), kernel=kernel)
+        return cls.from_mapping(data, source=str(path), kernel=kernel, max_pages=max_pages)
 
     @classmethod
     def from_mapping(
-        cls, data: object, *, source: str = "<scenario>", kernel: str | None = None
+        cls, data: object, *, source: str = "<scenario>", kernel: str | None = None,
+        max_pages: int = MAX_PAGES,
     ) -> Scenario:
         """Validate an already-parsed scenario document."""
         if not isinstance(data, dict):
@@ -227,8 +237,20 @@ class Scenario:
         if not isinstance(raw_steps, list) or not raw_steps:
             raise ScenarioError(f"{source}: 'steps' must be a non-empty list of operations")
         steps = [_parse_step(i, raw, source) for i, raw in enumerate(raw_steps)]
+        _check_page_bounds(steps, source, max_pages)
         description = data.get("description", "")
         return cls(source, config, geometry, machine, steps, str(description))
+
+
+def _check_page_bounds(steps: list[Step], source: str, max_pages: int) -> None:
+    """Refuse, before anything runs, a step whose ``pages`` exceeds ``max_pages`` (a
+    write over 10^9 pages would run for minutes and grow past 4 GB)."""
+    for step in steps:
+        pages = step.args.get("pages")
+        if isinstance(pages, int) and not isinstance(pages, bool) and pages > max_pages:
+            raise ScenarioError(
+                f"{step.where(source)}: field 'pages' is {pages}, over the limit of "
+                f"{max_pages} pages per step (raise it with --max-pages)")
 
 
 def _parse_kernel(value: object, source: str, override: str | None) -> KernelConfig:
@@ -401,6 +423,8 @@ class ScenarioRunner:
         *,
         seed: int | None = 0,
         step_hook: Callable[[Kernel, Step], None] | None = None,
+        progress: TextIO | None = None,
+        progress_every_s: float = 2.0,
     ) -> None:
         self.scenario = scenario
         self.kernel = Kernel(
@@ -411,6 +435,12 @@ class ScenarioRunner:
         self.exited: set[str] = set()
         self.step_hook = step_hook
         self._step: Step | None = None
+        #: Where a long run reports its progress (None: silent); the first line comes
+        #: after ``progress_every_s`` seconds, so short runs print nothing.
+        self.progress = progress
+        self.progress_every_s = progress_every_s
+        self._started = time.perf_counter()
+        self._last_report = self._started
 
     def run(self) -> ScenarioResult:
         """Run every step; raise :class:`ScenarioError` naming the step on bad input."""
@@ -434,6 +464,7 @@ class ScenarioRunner:
 
     def _body(self, thread: Thread) -> ThreadGen:
         k = self.kernel
+        self._started = self._last_report = time.perf_counter()
         for step in self.scenario.steps:
             self._step = step
             before = len(k.records)
@@ -442,6 +473,19 @@ class ScenarioRunner:
                 rec.step = step.index
             if self.step_hook is not None:
                 self.step_hook(k, step)
+            if self.progress is not None:
+                self._report(step)
+
+    def _report(self, step: Step, within: str = "done") -> None:
+        """A progress line on :attr:`progress`, at most every ``progress_every_s``."""
+        now = time.perf_counter()
+        if now - self._last_report < self.progress_every_s:
+            return
+        self._last_report = now
+        n = len(self.scenario.steps)
+        print(f"{self.scenario.source}: step {step.index + 1}/{n} ({step.op}) {within}, "
+              f"{len(self.kernel.records)} write attempts, {now - self._started:.0f} s",
+              file=self.progress, flush=True)
 
     def _mm(self, name: str) -> MM:
         mm = self.mms.get(name)
@@ -473,10 +517,14 @@ class ScenarioRunner:
             mm = self._mm(a["mm"])
             for p in range(a["page"], a["page"] + a["pages"]):
                 yield from call(k.write, mm, p, a["cpu"], a["data"])
+                if self.progress is not None:
+                    self._report(step, f"page {p - a['page'] + 1}/{a['pages']}")
         elif op == "read":
             mm = self._mm(a["mm"])
             for p in range(a["page"], a["page"] + a["pages"]):
                 yield from call(k.read, mm, p, a["cpu"])
+                if self.progress is not None:
+                    self._report(step, f"page {p - a['page'] + 1}/{a['pages']}")
         elif op == "fork":
             if a["child"] in self.mms or a["child"] in self.exited:
                 raise KernelError(f"mm name '{a['child']}' is already in use")

@@ -1,8 +1,10 @@
 """Leaderboard statistics after rliable (Agarwal et al., NeurIPS 2021), implemented here.
 
 Scores are arranged per *task* (one workload on one kernel preset): ``{task: [score per
-seed]}``. All random draws come from a seeded :class:`numpy.random.Generator`, so a table
-is the same every time it is made from the same records.
+seed]}``. All random draws come from a seeded :class:`numpy.random.Generator` and tasks
+are resampled in sorted task order; sums are exact (:func:`math.fsum`), so a statistic
+does not depend on the order of the tasks or of the scores within a task, and a table is
+the same to the last digit every time it is made from the same records.
 
 * :func:`normalized_score`: 0 for ``baseline``, 1 for ``oracle``, on the reuse rate.
 * :func:`iqm`: interquartile mean, the mean of the middle 50% of scores with fractional
@@ -83,11 +85,12 @@ def iqm(values: Sequence[float] | np.ndarray) -> float:
     lo, hi = 0.25 * n, 0.75 * n
     idx = np.arange(n, dtype=float)
     weights = np.clip(np.minimum(idx + 1.0, hi) - np.maximum(idx, lo), 0.0, 1.0)
-    return float(np.dot(weights, x) / (hi - lo))
+    return math.fsum((weights * x).tolist()) / (hi - lo)
 
 
 def _pooled(scores: Scores) -> np.ndarray:
-    parts = [np.asarray(v, dtype=float) for v in scores.values() if len(v)]
+    parts = [np.sort(np.asarray(scores[t], dtype=float)) for t in sorted(scores)
+             if len(scores[t])]
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -114,7 +117,8 @@ def stratified_bootstrap_ci(
         return math.nan, math.nan, math.nan
     point = statistic(pooled)
     rng = np.random.default_rng(seed)
-    tasks = [np.asarray(v, dtype=float) for v in scores.values() if len(v)]
+    tasks = [np.sort(np.asarray(scores[t], dtype=float)) for t in sorted(scores)
+             if len(scores[t])]
     reps_values = np.empty(reps)
     for r in range(reps):
         sample = np.concatenate([t[rng.integers(0, t.size, t.size)] for t in tasks])
@@ -136,11 +140,11 @@ def probability_of_improvement(x: Scores, y: Scores) -> float:
 
     Tasks missing on either side (or empty) are skipped; NaN when none is shared.
     """
-    shared = [t for t in x if t in y and len(x[t]) and len(y[t])]
+    shared = sorted(t for t in x if t in y and len(x[t]) and len(y[t]))
     if not shared:
         return math.nan
-    return float(np.mean([_p_greater(np.asarray(x[t], dtype=float),
-                                     np.asarray(y[t], dtype=float)) for t in shared]))
+    return math.fsum(_p_greater(np.asarray(x[t], dtype=float), np.asarray(y[t], dtype=float))
+                     for t in shared) / len(shared)
 
 
 def probability_of_improvement_ci(x: Scores, y: Scores, *, reps: int = 2000,
@@ -148,18 +152,18 @@ def probability_of_improvement_ci(x: Scores, y: Scores, *, reps: int = 2000,
                                   ) -> tuple[float, float, float]:
     """P(X > Y) with a stratified-bootstrap percentile CI (both sides resampled per task)."""
     point = probability_of_improvement(x, y)
-    shared = [t for t in x if t in y and len(x[t]) and len(y[t])]
+    shared = sorted(t for t in x if t in y and len(x[t]) and len(y[t]))
     if not shared:
         return math.nan, math.nan, math.nan
     rng = np.random.default_rng(seed)
-    xs = [np.asarray(x[t], dtype=float) for t in shared]
-    ys = [np.asarray(y[t], dtype=float) for t in shared]
+    xs = [np.sort(np.asarray(x[t], dtype=float)) for t in shared]
+    ys = [np.sort(np.asarray(y[t], dtype=float)) for t in shared]
     values = np.empty(reps)
     for r in range(reps):
-        values[r] = np.mean([
+        values[r] = math.fsum([
             _p_greater(a[rng.integers(0, a.size, a.size)], b[rng.integers(0, b.size, b.size)])
             for a, b in zip(xs, ys, strict=True)
-        ])
+        ]) / len(xs)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.percentile(values, [100 * alpha, 100 * (1 - alpha)])
     return point, float(low), float(high)

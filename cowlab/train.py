@@ -58,7 +58,9 @@ from cowlab.plugins import PluginError, get_registry
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
-__all__ = ["TrainError", "TrainResult", "format_table", "train", "versions"]
+__all__ = ["FINAL_FILES", "MANIFEST", "TrainError", "TrainResult", "check_device", "check_run",
+           "check_training_config", "format_table", "learning_changes", "prepare_run_dir",
+           "train", "versions", "write_manifest"]
 
 CHECKPOINT = Path("checkpoints") / "last.zip"
 REPLAY_BUFFER = Path("checkpoints") / "replay_buffer.pkl"
@@ -83,6 +85,10 @@ class TrainResult:
     env_share: float
     table: str = ""
     evaluations: list[Evaluation] = field(default_factory=list)
+    #: Steps trained by this call (``num_timesteps`` counts every session).
+    steps_this_process: int = 0
+    #: Violations during training, over every session.
+    training_violations: int = 0
 
 
 class _Timed(gym.Wrapper[Any, Any, Any, Any]):
@@ -183,6 +189,157 @@ def format_table(evaluations: list[Evaluation], agent: str | None = None) -> str
     return "\n".join(lines)
 
 
+#: Files a finished run writes at its very end; ``manifest.json`` (written last) names
+#: each with its sha256, so a run killed before it finished has no manifest.
+FINAL_FILES = ("model.zip", "model.zip.json", "eval.json", "eval.txt", "versions.json")
+MANIFEST = "manifest.json"
+
+#: Config keys that do not change what is learned: a resume may change them freely.
+RESUMABLE_KEYS = ("name", "agent.total_timesteps", "agent.device", "agent.torch_threads",
+                  "eval.", "executor.", "output.")
+
+
+def _flat(data: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(data, dict):
+        out: dict[str, object] = {}
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): data}
+
+
+def learning_changes(saved: object, cfg: TrainConfig) -> list[str]:
+    """The keys whose values differ between a saved config and ``cfg`` and that change
+    what is learned (everything but :data:`RESUMABLE_KEYS`): kernel, workload, env,
+    agent.algo, net_arch, hyperparameters, seed, ..."""
+    from cowlab.config import _plain
+
+    old, new = _flat(saved), _flat(_plain(cfg))
+    keys = sorted(set(old) | set(new))
+    return [k for k in keys if old.get(k) != new.get(k)
+            and not any(k == r or (r.endswith(".") and k.startswith(r))
+                        for r in RESUMABLE_KEYS)]
+
+
+def check_device(device: str, where: str = "<config>") -> None:
+    """Refuse a CUDA device on a machine without CUDA (torch would fail late or, with
+    some versions, silently use the CPU)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TrainError(f"{where}: agent.device: {device!r} requested but CUDA is not available "
+                         f"here (torch {torch.__version__}); use agent.device=cpu")
+
+
+def write_manifest(out: Path, names: tuple[str, ...] = FINAL_FILES) -> Path:
+    """Write ``manifest.json`` (atomically, last) naming each final file with its sha256."""
+    from cowlab_sb3.policy import atomic_write, file_sha256
+
+    files = {n: file_sha256(out / n) for n in names if (out / n).exists()}
+    path = out / MANIFEST
+    atomic_write(path, (json.dumps({"complete": True, "files": files}, indent=2,
+                                   sort_keys=True) + "\n").encode())
+    return path
+
+
+def check_run(out: str | Path) -> dict[str, str]:
+    """Check that a run directory is complete and unmixed: its manifest exists and every
+    file it names has that sha256. Returns the manifest's files.
+
+    Raises:
+        TrainError: No manifest (the run did not finish), or a file that differs.
+    """
+    from cowlab_sb3.policy import file_sha256
+
+    d = Path(out)
+    path = d / MANIFEST
+    if not path.is_file():
+        raise TrainError(f"{d}: no {MANIFEST}: the run did not finish (its model and "
+                         "evaluation are not a matching pair); rerun or --resume it")
+    try:
+        files = dict(json.loads(path.read_text(encoding="utf-8"))["files"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TrainError(f"{path}: not a cowlab run manifest ({exc})") from None
+    for name, digest in files.items():
+        f = d / name
+        if not f.is_file() or file_sha256(f) != digest:
+            raise TrainError(f"{f}: does not match {path} (the directory mixes files "
+                             "of two runs)")
+    return files
+
+
+def prepare_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool, force: bool) -> Path:
+    """Apply the run-directory rules (docs/training.md, "Run directories").
+
+    * A new run needs a missing or empty ``output.dir``; ``--overwrite`` deletes an
+      existing run directory first (only one that holds a cowlab ``config.yaml``).
+    * ``--resume`` needs a checkpoint, and a config that changes nothing that affects
+      learning (:func:`learning_changes`) unless ``--force``.
+    * Either way the previous final files and manifest are removed before anything is
+      trained, so a run killed later never leaves a new model beside an old evaluation.
+    """
+    import yaml
+
+    out = Path(cfg.output.dir)
+    ckpt = out / CHECKPOINT
+    if resume and overwrite:
+        raise TrainError("--resume and --overwrite exclude each other")
+    if resume:
+        if not ckpt.exists():
+            raise TrainError(f"{ckpt}: no checkpoint to resume from (train without --resume)")
+        saved = out / "config.yaml"
+        if saved.exists():
+            try:
+                old = yaml.safe_load(saved.read_text(encoding="utf-8"))
+            except yaml.YAMLError:
+                old = None
+            changed = learning_changes(old, cfg)
+            if changed and not force:
+                shown = ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")
+                raise TrainError(
+                    f"{out}: the config differs from the run's {saved.name} in what is "
+                    f"learned ({shown}); resuming would mix two trainings. Start a new "
+                    "run (another output.dir, or --overwrite), or pass --force")
+    elif out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise TrainError(
+                f"{out}: the run directory exists and is not empty; pass --resume to "
+                "continue that run, --overwrite to replace it, or set output.dir")
+        if not (out / "config.yaml").is_file():
+            raise TrainError(f"{out}: --overwrite refuses to delete a directory that is "
+                             "not a cowlab run (no config.yaml in it)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (MANIFEST, *FINAL_FILES):
+        (out / name).unlink(missing_ok=True)
+    return out
+
+
+def check_training_config(cfg: TrainConfig, source: str = "<config>") -> dict[str, Any]:
+    """Everything ``cowlab train`` checks before it trains (``cowlab train --check``): the
+    algorithm and every hyperparameter section, the device. Returns the chosen
+    algorithm's constructor arguments."""
+    _need_sb3()
+    from cowlab_sb3.algos import AlgoError, check_hyperparameters
+
+    algo = cfg.agent.algo.name
+    try:
+        for name in ("ppo", "dqn", "maskable_ppo"):
+            section = dict(getattr(cfg.agent, name))
+            if section and (name == algo or name != "maskable_ppo" or
+                            importlib.util.find_spec("sb3_contrib") is not None):
+                check_hyperparameters(name, section, where=source, prefix=f"agent.{name}")
+        check_hyperparameters(algo, cfg.agent.hyperparameters, where=source)
+        merged = check_hyperparameters(algo, cfg.agent.algo_hyperparameters(), where=source,
+                                       prefix=f"agent.{algo}")
+    except AlgoError as exc:
+        raise TrainError(str(exc)) from None
+    check_device(cfg.agent.device, source)
+    return merged
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -191,6 +348,8 @@ def train(
     source: str = "<config>",
     stop_at: int | None = None,
     stdout: IO[str] | None = None,
+    overwrite: bool = False,
+    force: bool = False,
 ) -> TrainResult:
     """Train, select, evaluate (see the module docstring).
 
@@ -201,11 +360,13 @@ def train(
         source: Where the config came from (for messages).
         stop_at: Behave as if Ctrl-C arrived once this many steps are done (tests).
         stdout: Where the report goes (default sys.stdout).
+        overwrite: Replace an existing run directory (else it is refused).
+        force: Resume even though the config changes what is learned.
     """
     out_stream = stdout or sys.stdout
     say: Callable[[str], None] = lambda text: print(text, file=out_stream, flush=True)  # noqa: E731
     _need_sb3()
-    from cowlab_sb3.algos import AlgoError, check_hyperparameters, make_model, set_torch_threads
+    from cowlab_sb3.algos import make_model, set_torch_threads
     from cowlab_sb3.callback import TrainingMonitor, append_log, rollback_to_boundary
     from cowlab_sb3.policy import (
         ModelTrustError,
@@ -222,10 +383,7 @@ def train(
 
     wall0 = time.perf_counter()
     algo = cfg.agent.algo.name
-    try:
-        check_hyperparameters(algo, cfg.agent.hyperparameters, where=source)
-    except AlgoError as exc:
-        raise TrainError(str(exc)) from None
+    hyperparameters = check_training_config(cfg, source)
     registry = get_registry()
     kernel = build_kernel_config(cfg.kernel, where=source)
     machine = build_machine(cfg.machine, where=source)
@@ -233,19 +391,12 @@ def train(
     train_entries = [e for _, e in workload_entries(cfg.workload, where=source)]
     eval_entries = list(cfg.eval.workloads) or train_entries
 
-    out = Path(cfg.output.dir)
+    out = prepare_run_dir(cfg, resume=resume, overwrite=overwrite, force=force)
     ckpt, buffer_path, log_path = out / CHECKPOINT, out / REPLAY_BUFFER, out / "log.jsonl"
-    if resume:
-        if not ckpt.exists():
-            raise TrainError(f"{ckpt}: no checkpoint to resume from (train without --resume)")
-    else:
-        for stale in (ckpt, Path(f"{ckpt}.json"), buffer_path, log_path, out / "best.zip",
-                      out / "best.zip.json"):
-            stale.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
     saved_cfg = out / "config.yaml"
     if resume and saved_cfg.exists() and saved_cfg.read_text(encoding="utf-8") != to_yaml(cfg):
-        say(f"note: the config differs from the one saved in {saved_cfg}; using the new one")
+        say(f"note: the config differs from the one saved in {saved_cfg} in settings "
+            "that do not change what is learned; using the new one")
     save_config(cfg, saved_cfg)
 
     # -- seeding and threads (every random source, at the top) ---------------------------
@@ -274,6 +425,8 @@ def train(
     }
 
     # -- the model -------------------------------------------------------------------------
+    # Counters carried across sessions (a resume continues them from the checkpoint).
+    prior: dict[str, Any] = {"violations": 0, "episodes": 0, "train_s": 0.0, "sessions": 0}
     if resume:
         try:
             model, ck_meta = load_model(ckpt, trust=trust_model, device=cfg.agent.device)
@@ -292,17 +445,32 @@ def train(
                 raise TrainError(f"{buffer_path}: sha256 does not match the checkpoint's sidecar")
             model.load_replay_buffer(str(buffer_path))
         start = model.num_timesteps
+        carried = ck_meta.get("progress")
+        if isinstance(carried, dict):
+            prior.update({k: carried[k] for k in prior if k in carried})
         venv.seed(cfg.seed + start)  # fresh, reproducible episodes after the resume point
         _truncate_log(log_path, start)
         say(f"resuming {out} at step {start} of {cfg.agent.total_timesteps}")
     else:
-        model = make_model(algo, venv, hyperparameters=cfg.agent.hyperparameters,
-                           net_arch=list(cfg.agent.net_arch), seed=cfg.seed,
-                           device=cfg.agent.device, tensorboard_log=tb_dir)
+        try:
+            model = make_model(algo, venv, hyperparameters=hyperparameters,
+                               net_arch=list(cfg.agent.net_arch), seed=cfg.seed,
+                               device=cfg.agent.device, tensorboard_log=tb_dir)
+        except (AssertionError, TypeError, ValueError) as exc:
+            # a value SB3 rejects that the schema-level check could not see
+            raise TrainError(f"{source}: agent.{algo}: {algo} rejected the "
+                             f"hyperparameters: {type(exc).__name__}: {exc}") from None
         start = 0
+    clock = {"learn_start": time.perf_counter()}
+
+    def progress_meta() -> dict[str, Any]:
+        """The counters a checkpoint carries (all sessions up to now)."""
+        return {"violations": monitor.violations, "episodes": monitor.episodes,
+                "train_s": prior["train_s"] + time.perf_counter() - clock["learn_start"],
+                "sessions": prior["sessions"] + 1}
 
     def checkpoint(model: BaseAlgorithm, steps: int) -> None:
-        extra: dict[str, Any] = {"num_timesteps": steps}
+        extra: dict[str, Any] = {"num_timesteps": steps, "progress": progress_meta()}
         if hasattr(model, "save_replay_buffer") and getattr(model, "replay_buffer", None):
             import io
 
@@ -360,7 +528,8 @@ def train(
 
     monitor = TrainingMonitor(total=cfg.agent.total_timesteps, log_path=log_path,
                               progress=cfg.output.progress, on_boundary=on_boundary,
-                              stop_at=stop_at)
+                              stop_at=stop_at, violations=int(prior["violations"]),
+                              episodes=int(prior["episodes"]))
 
     def request_stop() -> None:
         monitor.stop_requested = True
@@ -369,7 +538,7 @@ def train(
         f"workloads {', '.join(e.name for e in train_entries)}) for "
         f"{cfg.agent.total_timesteps} steps -> {out}")
     _Timed.total = 0.0
-    t_learn = time.perf_counter()
+    t_learn = clock["learn_start"] = time.perf_counter()
     remaining = cfg.agent.total_timesteps - start
     if remaining > 0:
         with _sigint_requests(request_stop):
@@ -384,12 +553,18 @@ def train(
 
     if monitor.stop_requested:
         dropped = rollback_to_boundary(model, monitor.boundary)
+        # the dropped steps are redone after a resume: so are their counts
+        monitor.violations, monitor.episodes = (monitor.boundary_violations,
+                                                monitor.boundary_episodes)
         checkpoint(model, model.num_timesteps)
+        now = model.num_timesteps - start
         say(f"interrupted: checkpoint at step {model.num_timesteps} written to {ckpt} "
-            f"({dropped} untrained steps of the unfinished rollout dropped); "
-            f"continue with --resume")
+            f"({dropped} untrained steps of the unfinished rollout dropped); trained "
+            f"{now} steps in this process, {model.num_timesteps} in total; violations "
+            f"during training so far: {monitor.violations}; continue with --resume")
         return TrainResult(out, None, model.num_timesteps, True,
-                           time.perf_counter() - wall0, train_s, sps, env_share)
+                           time.perf_counter() - wall0, train_s, sps, env_share,
+                           steps_this_process=now, training_violations=monitor.violations)
 
     checkpoint(model, model.num_timesteps)
     if marks["eval"] != model.num_timesteps:
@@ -442,10 +617,16 @@ def train(
         f"seeds {seeds[0]}..{seeds[-1]} (disjoint from training), "
         f"{cfg.eval.max_decisions} decisions per run; model: {chosen}"
     )
+    steps_now = model.num_timesteps - start
+    sessions = int(prior["sessions"]) + 1
+    train_total = float(prior["train_s"]) + train_s
     summary = (
-        f"trained {model.num_timesteps} steps in {train_s:.1f} s ({sps:.0f} steps/s; "
+        f"trained {steps_now} steps in this process in {train_s:.1f} s ({sps:.0f} steps/s; "
         f"env {env_share:.0%} of the learning time, learner {1 - env_share:.0%}); "
-        f"wall time {wall:.1f} s; violations during training: {monitor.violations}"
+        f"{model.num_timesteps} steps in total over {sessions} session(s), "
+        f"{train_total:.1f} s of learning; wall time {wall:.1f} s; violations during "
+        f"training: {monitor.violations} in total "
+        f"({monitor.violations - int(prior['violations'])} in this process)"
     )
     say("")
     say(header)
@@ -458,7 +639,10 @@ def train(
         "model_sha256": file_sha256(final),
         "selected": chosen,
         "num_timesteps": model.num_timesteps,
+        "steps_this_process": steps_now,
+        "sessions": sessions,
         "train_s": train_s,
+        "train_s_total": train_total,
         "wall_s": wall,
         "steps_per_s": sps,
         "env_share": env_share,
@@ -472,5 +656,7 @@ def train(
     atomic_write(out / "eval.json", (json.dumps(report, indent=2, default=str) + "\n").encode())
     atomic_write(out / "eval.txt", f"{header}\n\n{table}\n\n{summary}\n".encode())
     atomic_write(out / "versions.json", (json.dumps(versions(), indent=2) + "\n").encode())
+    write_manifest(out, ("config.yaml", *FINAL_FILES))  # last: the run is complete
     return TrainResult(out, final, model.num_timesteps, False, wall, train_s, sps, env_share,
-                       table, evaluations)
+                       table, evaluations, steps_this_process=steps_now,
+                       training_violations=monitor.violations)

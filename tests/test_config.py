@@ -206,3 +206,63 @@ def test_cli_train_rejects_unknown_hyperparameters(
     err = capsys.readouterr().err
     assert "unknown key 'agent.hyperparameters.n_step'" in err
     assert "did you mean 'agent.hyperparameters.n_steps'" in err
+
+
+# ------------------------------------------------------------------ issue 16: configs
+
+
+def test_a_list_element_can_be_overridden_by_index() -> None:
+    cfg = load_config(ROOT / "configs" / "exclusive.yaml",
+                      ["workload.mix.0.params.pages=3", "workload.mix.3.weight=4"])
+    assert cfg.workload.mix[0].params == {"pages": 3}
+    assert cfg.workload.mix[3].weight == 4.0
+    assert cfg.workload.mix[1].name == "pinned-io-v1"  # the others untouched
+
+
+def test_a_list_index_out_of_range_names_the_list_and_its_length() -> None:
+    with pytest.raises(ConfigError, match=r"workload\.mix\.9: index 9 out of range "
+                                          r"\(workload\.mix has 5 entries\)"):
+        load_config(ROOT / "configs" / "exclusive.yaml", ["workload.mix.9.weight=1"])
+
+
+def test_an_empty_mapping_override_clears_the_mapping() -> None:
+    base = ROOT / "configs" / "exclusive.yaml"
+    assert load_config(base).agent.ppo["n_epochs"] == 4
+    cfg = load_config(base, ["agent.ppo={}", "kernel.facilities={}"])
+    assert cfg.agent.ppo == {} and cfg.kernel.facilities == {}
+    cfg = load_config(base, ["agent.hyperparameters.gamma=0.7", "agent.hyperparameters={}"])
+    assert cfg.agent.hyperparameters == {}
+
+
+def test_each_algorithm_has_its_own_hyperparameter_section() -> None:
+    cfg = load_config(ROOT / "configs" / "exclusive.yaml", ["agent.algo=dqn"])
+    hp = cfg.agent.algo_hyperparameters()
+    assert "n_epochs" not in hp and hp["learning_starts"] == 1000
+    cfg = load_config(ROOT / "configs" / "exclusive.yaml", ["agent.hyperparameters.gamma=0.3"])
+    assert cfg.agent.algo_hyperparameters()["gamma"] == 0.3  # the flat mapping wins
+
+
+def test_duplicate_yaml_keys_are_rejected_with_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: a\nagent:\n  n_envs: 2\n  n_envs: 4\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml: line 4 invalid YAML: duplicate key "
+                                          r"'n_envs' \(first on line 3\)"):
+        load_config(path)
+
+
+def test_exponent_numbers_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "e.yaml"
+    path.write_text("workload: {name: forceswap-v1}\nagent:\n  ppo: {learning_rate: 1e-3}\n"
+                    "env:\n  reward: {violation: 1e3}\n")
+    cfg = load_config(path)
+    assert cfg.env.reward.violation == 1000.0 and cfg.agent.ppo["learning_rate"] == 0.001
+    assert load_config(None, ["workload.name=forceswap-v1",
+                              "env.reward.violation=2e2"]).env.reward.violation == 200.0
+
+
+def test_the_old_executor_name_local_reads_as_process_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text("workload: {name: forceswap-v1}\nexecutor: {kind: local}\n")
+    with pytest.warns(DeprecationWarning, match="'local' is deprecated, use 'process'"):
+        cfg = load_config(path)
+    assert cfg.executor.kind.name == "process"

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +227,7 @@ def test_a_killed_sweep_resumes_to_completion_without_duplicates(tmp_path: Path)
     recs = read_records(out)
     keys = [record_key(r["config"]) for r in recs]
     assert len(keys) == len(set(keys)) == 40
-    assert f"{40 - before} run now, {before} already there" in done.stdout
+    assert f"({before} reused, {40 - before} new)" in done.stdout
 
 
 def test_a_resumed_sweep_reruns_the_records_of_a_retrained_model(tmp_path: Path) -> None:
@@ -244,3 +245,182 @@ def test_a_resumed_sweep_reruns_the_records_of_a_retrained_model(tmp_path: Path)
     model.write_bytes(b"retrained")
     assert not still_current(record)
     assert still_current({"config": {"policy": "exclusive"}, "policy": {"name": "exclusive"}})
+
+
+# ------------------------------------------------------------- stale records (issue 16)
+
+PLUGIN_SRC = """
+from cowlab import Decision, hookimpl
+
+
+class Edited:
+    name = "edited"
+
+    def reset(self, seed):
+        pass
+
+    def decide(self, view):
+        return Decision.{decision}
+
+
+@hookimpl
+def cowlab_register_policies(register):
+    register("edited", Edited, description="a policy whose code the test edits")
+"""
+
+
+@pytest.fixture
+def edited_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A real plugin package on disk (``edited_pkg``), registered in the process-wide
+    registry; returns its source file so a test can edit it."""
+    import importlib
+
+    from cowlab import plugins
+    from cowlab.version import code_hash
+
+    pkg = tmp_path / "src" / "edited_pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(PLUGIN_SRC.format(decision="REUSE"))
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    module = importlib.import_module("edited_pkg")
+    registry = plugins.load_registry(extra_plugins=[("edited_pkg", module)])
+    monkeypatch.setattr(plugins, "_cached", registry)
+    code_hash.cache_clear()
+    yield pkg / "__init__.py"
+    code_hash.cache_clear()
+    sys.modules.pop("edited_pkg", None)
+
+
+def test_a_sweep_reruns_records_whose_policy_code_changed_and_says_why(
+    tmp_path: Path, edited_plugin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cowlab.version import code_hash
+
+    out = tmp_path / "r.jsonl"
+    specs = [_spec(s, policy="edited") for s in (0, 1)]
+    first = run_sweep(specs, out, executor=InProcessExecutor(), progress=False)
+    assert (first.ran, first.skipped, first.stale) == (2, 0, {})
+    again = run_sweep(specs, out, executor=InProcessExecutor(), progress=False)
+    assert (again.ran, again.skipped) == (0, 2)
+    assert "reusing 2 record(s)" in capsys.readouterr().err
+    # Edit decide() (an editable install): the old records no longer describe the code.
+    edited_plugin.write_text(PLUGIN_SRC.format(decision="COPY"))
+    code_hash.cache_clear()  # a new process would hash the file afresh
+    rerun = run_sweep(specs, out, executor=InProcessExecutor(), progress=False)
+    assert (rerun.ran, rerun.skipped) == (2, 0)
+    assert rerun.stale == {"code of policy 'edited' changed": 2}
+    assert "2 record(s) in" in capsys.readouterr().err
+    assert "2 rerun because the code changed" in rerun.describe()
+    recs = read_records(out)
+    assert len(recs) == 2  # replaced, not duplicated
+    assert all(r["code"]["policy"] == code_hash("edited_pkg") for r in recs)
+
+
+def test_staleness_names_a_changed_cowlab_build_version_or_workload(
+    record: dict[str, Any],
+) -> None:
+    from cowlab.records import staleness
+
+    assert staleness(record) is None
+    assert staleness({**record, "code": {**record["code"], "cowlab_build": "src-0"}}) == (
+        "cowlab build changed")
+    assert staleness({**record, "code": {**record["code"], "workload": "src-0"}}) == (
+        "code of workload 'forceswap-v1' changed")
+    assert str(staleness({**record, "cowlab_version": "0.0.1"})).startswith(
+        "cowlab version 0.0.1")
+    old = {k: v for k, v in record.items() if k != "code"}
+    assert "older cowlab" in str(staleness(old))
+
+
+def test_build_id_is_a_content_hash_of_cowlabs_sources() -> None:
+    import hashlib
+
+    import cowlab
+    from cowlab.version import build_id, source_files_hash
+
+    root = Path(cowlab.__file__).parent
+    files = [p for p in root.rglob("*.py") if "__pycache__" not in p.parts]
+    assert build_id() == "src-" + source_files_hash(files, root)[:16]
+    digest = hashlib.sha256()
+    for f in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    assert build_id() == "src-" + digest.hexdigest()[:16]
+
+
+class _Reversed(InProcessExecutor):
+    """An executor that finishes runs in the reverse order (a pool may finish any order)."""
+
+    def map_unordered(self, specs: Any) -> Any:
+        return reversed(list(super().map_unordered(specs)))
+
+
+def test_records_file_is_the_same_bytes_whatever_the_completion_order(tmp_path: Path) -> None:
+    specs = [_spec(s, policy=p) for p in ("exclusive", "baseline") for s in range(3)]
+    run_sweep(specs, tmp_path / "a.jsonl", executor=InProcessExecutor(), progress=False)
+    run_sweep(specs, tmp_path / "b.jsonl", executor=_Reversed(), progress=False)
+    a, b = (tmp_path / "a.jsonl").read_bytes(), (tmp_path / "b.jsonl").read_bytes()
+    assert a == b
+    keys = [record_key(r["config"]) for r in read_records(tmp_path / "a.jsonl")]
+    assert keys == sorted(keys)
+
+
+def test_wall_time_is_kept_out_of_the_records_file(tmp_path: Path) -> None:
+    from cowlab.records import timing_path
+
+    out = tmp_path / "r.jsonl"
+    result = run_sweep([_spec(0), _spec(1)], out, executor=InProcessExecutor(), progress=False)
+    assert all(r["wall_s"] > 0 for r in result.records)  # in memory, for progress/ETA
+    assert b"wall_s" not in out.read_bytes()
+    timings = [json.loads(line) for line in timing_path(out).read_text().splitlines()]
+    assert {t["digest"] for t in timings} == {r["digest"] for r in result.records}
+    assert all(validate_record(r) == [] for r in read_records(out))
+
+
+def test_validate_of_a_missing_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", str(tmp_path / "nofile.jsonl")]) == 2
+    assert "nofile.jsonl: no such records file" in capsys.readouterr().err
+
+
+def test_validate_of_a_file_without_records_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["validate", str(empty)]) == 1
+    assert "no records to validate" in capsys.readouterr().err
+
+
+def test_eval_rejects_a_non_positive_decision_budget(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["eval", "--policy", "exclusive", "--workload", "forceswap-v1",
+                 "--decisions", "-5"]) == 2
+    assert "--decisions: must be at least 1, got -5" in capsys.readouterr().err
+
+
+def test_a_sweep_keeps_the_records_of_runs_it_does_not_ask_for(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    run_sweep([_spec(0), _spec(1)], out, executor=InProcessExecutor(), progress=False)
+    old = read_records(out)
+    old[0].pop("code")  # as written by a cowlab before code fingerprints
+    from cowlab.records import record_digest, rewrite
+
+    old[0]["digest"] = record_digest(old[0])
+    rewrite(out, old)
+    run_sweep([_spec(2)], out, executor=InProcessExecutor(), progress=False)
+    assert len(read_records(out)) == 3  # the other runs' records, stale or not, stay
+
+
+def test_a_record_written_before_code_fingerprints_still_validates(
+    record: dict[str, Any],
+) -> None:
+    from cowlab.records import record_digest
+
+    old = {k: v for k, v in record.items() if k not in ("code", "wall_s")}
+    old["digest"] = record_digest(old)
+    assert validate_record(old) == []
+    edited = copy.deepcopy(old)
+    edited["metrics"]["reuse_rate"] = 0.5
+    assert validate_record(edited)[0].startswith("digest")

@@ -665,3 +665,58 @@ def test_format_result_shows_the_attempt_table_and_the_violations() -> None:
     assert lines[2].split()[:6] == ["step", "mm", "page", "cpu", "fault", "outcome"]
     assert "violations: 1" in lines
     assert "  step 5: leak at mm parent page 0 (reuse)" in lines
+
+
+# ------------------------------------------------------- page bounds and progress (issue 16)
+
+
+@pytest.mark.parametrize("op", ["write", "mprotect", "madvise", "gup"])
+def test_a_step_over_the_page_limit_is_refused_before_anything_runs(
+    tmp_path: Path, op: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cowlab.cli import main
+
+    extra = {"write": "", "mprotect": ", prot: r", "madvise": ", advice: pageout",
+             "gup": ", name: g, kind: pin"}[op]
+    path = tmp_path / "big.yaml"
+    path.write_text("steps:\n  - {op: mmap, mm: a, page: 0, pages: 4}\n"
+                    f"  - {{op: {op}, mm: a, page: 0, pages: 1000000000{extra}}}\n")
+    assert main(["scenario", "run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"big.yaml: step 1 ({op}): field 'pages' is 1000000000, over the limit of " \
+           "1048576 pages per step (raise it with --max-pages)" in err
+
+
+def test_max_pages_raises_or_lowers_the_limit(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from cowlab.cli import main
+    from cowlab.scenario import MAX_PAGES
+
+    path = tmp_path / "s.yaml"
+    path.write_text("steps:\n  - {op: mmap, mm: a, page: 0, pages: 8}\n"
+                    "  - {op: write, mm: a, page: 0, pages: 8}\n")
+    assert MAX_PAGES == 1 << 20
+    assert main(["scenario", "run", str(path), "--max-pages", "4"]) == 2
+    assert "over the limit of 4 pages" in capsys.readouterr().err
+    assert main(["scenario", "run", str(path), "--max-pages", "8", "--quiet"]) == 0
+    assert main(["scenario", "run", str(path), "--max-pages", "0"]) == 2
+
+
+def test_long_scenario_runs_report_progress() -> None:
+    import io
+
+    from cowlab.scenario import Scenario, ScenarioRunner
+
+    scenario = Scenario.from_mapping({"steps": [
+        {"op": "mmap", "mm": "a", "page": 0, "pages": 6},
+        {"op": "write", "mm": "a", "page": 0, "pages": 6},
+    ]}, source="s.yaml")
+    out = io.StringIO()
+    ScenarioRunner(scenario, get_registry().make_policy("exclusive"), progress=out,
+                   progress_every_s=0.0).run()
+    lines = out.getvalue().splitlines()
+    assert "s.yaml: step 2/2 (write) page 3/6, 3 write attempts" in lines[3]
+    assert lines[-1].startswith("s.yaml: step 2/2 (write) done, 6 write attempts")
+    quiet = io.StringIO()
+    ScenarioRunner(scenario, get_registry().make_policy("exclusive"), progress=quiet).run()
+    assert quiet.getvalue() == ""  # a short run prints nothing

@@ -91,9 +91,10 @@ def test_stratified_bootstrap_interval_is_seeded_and_percentile_based() -> None:
     assert first != stratified_bootstrap_ci(scores, reps=500, seed=4)
     point, low, high = first
     assert low < point < high
-    # Replicate the definition by hand: per-task resampling with the same generator.
+    # Replicate the definition by hand: per-task resampling with the same generator,
+    # tasks in sorted order, each task's scores sorted (order-independent by design).
     gen = np.random.default_rng(3)
-    tasks = [np.asarray(v) for v in scores.values()]
+    tasks = [np.sort(np.asarray(scores[t])) for t in sorted(scores)]
     reps = [iqm(np.concatenate([t[gen.integers(0, t.size, t.size)] for t in tasks]))
             for _ in range(500)]
     assert (low, high) == pytest.approx(tuple(np.percentile(reps, [2.5, 97.5])))
@@ -101,3 +102,15 @@ def test_stratified_bootstrap_interval_is_seeded_and_percentile_based() -> None:
 
 def test_stratified_bootstrap_of_no_scores_is_nan() -> None:
     assert all(math.isnan(v) for v in stratified_bootstrap_ci({}, reps=10))
+
+
+def test_statistics_do_not_depend_on_the_order_of_tasks_or_scores() -> None:
+    rng = np.random.default_rng(7)
+    scores = {f"t{i}": [float(x) for x in rng.normal(i, 1.0, 7)] for i in range(4)}
+    shuffled = {t: list(reversed(scores[t])) for t in reversed(list(scores))}
+    other = {t: [v + 0.1 for v in vals] for t, vals in scores.items()}
+    assert stratified_bootstrap_ci(scores, reps=300, seed=1) == stratified_bootstrap_ci(
+        shuffled, reps=300, seed=1)
+    assert probability_of_improvement_ci(scores, other, reps=100, seed=2) == (
+        probability_of_improvement_ci(shuffled, other, reps=100, seed=2))
+    assert iqm(scores["t1"]) == iqm(list(reversed(scores["t1"])))

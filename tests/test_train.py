@@ -7,14 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from cowlab.cli import main
 from cowlab.config import TrainConfig, WorkloadEntry, load_config
 from cowlab.evaluate import evaluate_policy, run_once
 from cowlab.kernel import get_preset
 from cowlab.plugins import get_registry
-from cowlab.train import train
+from cowlab.train import (
+    TrainError,
+    check_device,
+    check_run,
+    learning_changes,
+    prepare_run_dir,
+    train,
+)
 from cowlab.workloads import Budget, run_workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +33,8 @@ def small(tmp_path: Path, *extra: str, base: Path = ROOT / "configs" / "exclusiv
         f"output.dir={tmp_path / 'run'}",
         "agent.total_timesteps=1024",
         "agent.n_envs=2",
-        "agent.hyperparameters.n_steps=128",
-        "agent.hyperparameters.batch_size=128",
+        "agent.ppo.n_steps=128",
+        "agent.ppo.batch_size=128",
         "agent.net_arch=[16]",
         "eval.seeds=1",
         "eval.validation_seeds=1",
@@ -91,6 +97,16 @@ def test_training_saves_reloads_and_evaluates(tmp_path: Path) -> None:
     assert again.metrics == agent["metrics"]
     rollouts = [x for x in log_lines(run) if x["kind"] == "rollout"]
     assert [x["timesteps"] for x in rollouts] == [256 * i for i in range(1, 5)]
+    # The run is complete: its manifest (written last) names the model and evaluation.
+    files = check_run(run)
+    assert {"model.zip", "eval.json", "eval.txt", "config.yaml"} <= set(files)
+    # A file of another run in the directory is caught, by check_run and by the loader.
+    (run / "eval.txt").write_text("an old evaluation\n")
+    with pytest.raises(TrainError, match="mixes files of two runs"):
+        check_run(run)
+    # Training again into the finished run directory is refused, not mixed.
+    with pytest.raises(TrainError, match="exists and is not empty"):
+        train(small(tmp_path))
 
 
 @pytest.mark.slow
@@ -102,8 +118,22 @@ def test_resume_after_an_interruption_loses_and_repeats_no_step(tmp_path: Path) 
     assert side["num_timesteps"] == 512
     assert not (first.out_dir / "model.zip").exists()
 
+    # A resume whose config changes what is learned is refused (unless --force) ...
+    with pytest.raises(TrainError, match=r"kernel\.preset"):
+        train(small(tmp_path, "kernel.preset=v5.18"), resume=True)
     second = train(cfg, resume=True)
     assert not second.interrupted and second.num_timesteps == 1024
+    # ... and every counter carries across it: steps of this process vs in total, the
+    # violations of both sessions (the log's per-rollout counts add up to the total).
+    assert second.steps_this_process == 512
+    report = json.loads((second.out_dir / "eval.json").read_text())
+    assert (report["steps_this_process"], report["num_timesteps"], report["sessions"]) == (
+        512, 1024, 2)
+    assert report["train_s_total"] > report["train_s"]
+    rollout_violations = sum(x["violations"] for x in log_lines(second.out_dir)
+                             if x["kind"] == "rollout")
+    assert second.training_violations == report["training_violations"] == rollout_violations
+    assert second.training_violations >= first.training_violations
     rollouts = [x for x in log_lines(second.out_dir) if x["kind"] == "rollout"]
     steps = [x["timesteps"] for x in rollouts]
     assert steps == [256, 512, 768, 1024]  # each rollout once: none lost, none repeated
@@ -129,18 +159,108 @@ def test_resume_refuses_a_tampered_checkpoint(tmp_path: Path,
 @pytest.mark.parametrize(("algo", "mode"), [("dqn", "decision"), ("maskable_ppo", "primitives")])
 def test_other_algorithms_and_the_primitives_mode_train(tmp_path: Path, algo: str,
                                                         mode: str) -> None:
-    data = yaml.safe_load((ROOT / "configs" / "exclusive.yaml").read_text())
-    del data["agent"]["hyperparameters"]  # PPO's; a dict override would merge, not replace
-    base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump(data))
+    # Switching the algorithm by override just works: each has its own section.
     extra = [f"agent.algo={algo}", f"env.action_mode={mode}", "agent.total_timesteps=512"]
     if algo == "dqn":
-        extra += ["agent.hyperparameters.learning_starts=100",
-                  "agent.hyperparameters.buffer_size=2000"]
+        extra += ["agent.dqn.learning_starts=100", "agent.dqn.buffer_size=2000"]
     else:
-        extra += ["agent.hyperparameters.n_steps=128", "agent.hyperparameters.batch_size=64"]
-    result = train(small(tmp_path, *extra, base=base))
+        extra += ["agent.maskable_ppo.n_steps=128", "agent.maskable_ppo.batch_size=64"]
+    result = train(small(tmp_path, *extra))
     assert result.num_timesteps >= 512 and result.model_path is not None
     side = json.loads(Path(f"{result.model_path}.json").read_text())
     assert (side["algo"], side["action_mode"]) == (algo, mode)
     assert result.evaluations[0].metrics["decisions"] > 0
+
+
+# ------------------------------------------------------- run directories (issue 16)
+
+
+def test_a_new_run_refuses_a_non_empty_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.zip").write_bytes(b"an older run's model")
+    assert main(["train", str(ROOT / "configs" / "exclusive.yaml"),
+                 f"output.dir={run}"]) == 2
+    err = capsys.readouterr().err
+    assert "exists and is not empty" in err and "--overwrite" in err and "--resume" in err
+    assert (run / "model.zip").read_bytes() == b"an older run's model"
+
+
+def test_overwrite_deletes_the_old_run_first_and_only_a_run_directory(tmp_path: Path) -> None:
+    cfg = small(tmp_path)
+    run = Path(cfg.output.dir)
+    run.mkdir()
+    (run / "eval.txt").write_text("old")
+    with pytest.raises(TrainError, match="not a cowlab run"):
+        prepare_run_dir(cfg, resume=False, overwrite=True, force=False)
+    (run / "config.yaml").write_text("name: old\n")
+    prepare_run_dir(cfg, resume=False, overwrite=True, force=False)
+    assert run.is_dir() and not list(run.iterdir())
+
+
+def test_a_resume_removes_the_previous_final_files_before_training(tmp_path: Path) -> None:
+    from cowlab.config import save_config
+
+    cfg = small(tmp_path)
+    run = Path(cfg.output.dir)
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.zip").write_bytes(b"checkpoint")
+    save_config(cfg, run / "config.yaml")
+    for name in ("model.zip", "model.zip.json", "eval.txt", "eval.json", "manifest.json"):
+        (run / name).write_text("of the previous session")
+    prepare_run_dir(cfg, resume=True, overwrite=False, force=False)
+    # a resume killed during its evaluation cannot leave a new model beside an old eval
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml"]
+
+
+def test_learning_changes_name_what_affects_learning_only() -> None:
+    from cowlab.config import _plain
+
+    cfg = small(Path("/tmp/x"))
+    saved = _plain(cfg)
+    assert learning_changes(saved, cfg) == []
+    assert learning_changes(saved, small(Path("/tmp/x"), "agent.total_timesteps=9999",
+                                         "eval.seeds=3", "output.progress=true")) == []
+    changed = learning_changes(saved, small(Path("/tmp/x"), "agent.algo=dqn",
+                                            "agent.net_arch=[8,8]", "kernel.preset=v5.18"))
+    assert changed == ["agent.algo", "agent.net_arch", "kernel.preset"]
+
+
+def test_cuda_without_cuda_is_a_clear_error() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(TrainError, match="'cuda' requested but CUDA is not available"):
+        check_device("cuda", "cfg.yaml")
+    check_device("cpu")
+
+
+@pytest.mark.parametrize(("override", "words"), [
+    ("agent.hyperparameters.learning_rate=fast",
+     "agent.hyperparameters.learning_rate: expected a number, got 'fast'"),
+    ("agent.ppo.n_stepz=3", "unknown key 'agent.ppo.n_stepz' for ppo"),
+    ("agent.dqn.learning_starts=soon", "agent.dqn.learning_starts: expected a number"),
+    ("agent.device=cuda:0", "CUDA is not available"),
+])
+def test_train_check_reports_bad_hyperparameters_before_training(
+    override: str, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    if "cuda" in override and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["train", str(ROOT / "configs" / "exclusive.yaml"), override, "--check"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_switching_the_algorithm_by_override_just_works(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", str(ROOT / "configs" / "exclusive.yaml"), "agent.algo=dqn",
+                 "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "config OK: dqn" in out and "n_epochs" not in out and "learning_starts" in out

@@ -65,21 +65,49 @@ def algo_class(algo: str) -> type[BaseAlgorithm]:
     raise AlgoError(f"agent.algo: unknown algorithm '{algo}'{extra}; known: {', '.join(ALGOS)}")
 
 
-def check_hyperparameters(algo: str, given: Mapping[str, Any], where: str = "") -> dict[str, Any]:
-    """Defaults merged with ``given``; unknown names raise with a did-you-mean hint."""
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_type(key: str, value: object, default: object, annotation: object) -> str | None:
+    """Why ``value`` cannot be the argument ``key`` (None: plausible), judged from the
+    constructor's default and annotation: a number where SB3 expects one (a string such
+    as ``fast`` would fail deep inside SB3 with an AssertionError), a bool for a bool."""
+    text = str(annotation)
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "expected true or false"
+    if _is_number(default) and not _is_number(value):
+        if isinstance(value, str) and "str" in text:
+            return None  # e.g. ent_coef="auto" for SAC-style arguments
+        if isinstance(value, (list, tuple)) and ("tuple" in text.lower()):
+            return None  # e.g. train_freq=[1, "episode"]
+        return "expected a number"
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) \
+            and "float" not in text and not value.is_integer():
+        return "expected an integer"
+    return None
+
+
+def check_hyperparameters(algo: str, given: Mapping[str, Any], where: str = "",
+                          prefix: str = "agent.hyperparameters") -> dict[str, Any]:
+    """Defaults merged with ``given``; unknown names (with a did-you-mean hint) and values
+    of the wrong type raise :class:`AlgoError` naming ``prefix.key``."""
     cls = algo_class(algo)
-    accepted = [p for p in inspect.signature(cls.__init__).parameters
-                if p not in ("self", *_MANAGED)]
-    for key in given:
+    params = {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
+              if name not in ("self", *_MANAGED)}
+    accepted = list(params)
+    at = f"{where}: " if where else ""
+    for key, value in given.items():
         if key not in accepted:
             hint = difflib.get_close_matches(key, accepted, n=1)
-            extra = f" (did you mean 'agent.hyperparameters.{hint[0]}'?)" if hint else ""
-            prefix = f"{where}: " if where else ""
-            raise AlgoError(
-                f"{prefix}unknown key 'agent.hyperparameters.{key}' for {algo}{extra}"
-            )
+            extra = f" (did you mean '{prefix}.{hint[0]}'?)" if hint else ""
+            raise AlgoError(f"{at}unknown key '{prefix}.{key}' for {algo}{extra}")
+        p = params[key]
+        why = _check_type(key, value, p.default, p.annotation)
+        if why is not None:
+            raise AlgoError(f"{at}{prefix}.{key}: {why}, got {value!r}")
     if "policy_kwargs" in given:
-        raise AlgoError(f"{where}: agent.hyperparameters.policy_kwargs: use agent.net_arch")
+        raise AlgoError(f"{at}{prefix}.policy_kwargs: use agent.net_arch")
     return {**DEFAULT_HYPERPARAMETERS.get(algo, {}), **dict(given)}
 
 

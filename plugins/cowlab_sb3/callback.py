@@ -19,7 +19,7 @@ from typing import Any
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-__all__ = ["TrainingMonitor", "rollback_to_boundary"]
+__all__ = ["TrainingMonitor", "append_log", "rollback_to_boundary"]
 
 
 class TrainingMonitor(BaseCallback):
@@ -33,6 +33,8 @@ class TrainingMonitor(BaseCallback):
         progress: bool,
         on_boundary: Callable[[int], None],
         stop_at: int | None = None,
+        violations: int = 0,
+        episodes: int = 0,
     ) -> None:
         super().__init__(verbose=0)
         self.total = total
@@ -43,8 +45,13 @@ class TrainingMonitor(BaseCallback):
         #: Set by the SIGINT handler: stop at the next step.
         self.stop_requested = False
         self.boundary = 0
-        self.violations = 0
-        self.episodes = 0
+        #: Violations counted so far, including those of earlier sessions (a resume
+        #: passes the checkpoint's count in).
+        self.violations = violations
+        #: The count at the last boundary: what a checkpoint there covers.
+        self.boundary_violations = violations
+        self.episodes = episodes
+        self.boundary_episodes = episodes
         self.decisions = 0
         self._rollout: dict[str, float] = {}
         self._bar: Any = None
@@ -64,6 +71,8 @@ class TrainingMonitor(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         self.boundary = self.num_timesteps
+        self.boundary_violations = self.violations
+        self.boundary_episodes = self.episodes
         self._rollout = {"steps": 0, "reward": 0.0, "violations": 0, "reuses": 0, "copies": 0}
         self.on_boundary(self.num_timesteps)
 

@@ -136,6 +136,24 @@ def _trusted(trust: bool) -> bool:
     return trust or os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
+def _check_manifest(path: Path) -> None:
+    """A model inside a finished ``cowlab train`` run must be the one its run's
+    ``manifest.json`` names (written last, with the evaluation): otherwise the run
+    directory mixes files of two runs."""
+    manifest = path.parent / "manifest.json"
+    if not manifest.is_file():
+        return
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError, TypeError):
+        raise ModelTrustError(f"{manifest}: not a cowlab run manifest") from None
+    want = files.get(path.name) if isinstance(files, dict) else None
+    if want is not None and want != file_sha256(path):
+        raise ModelTrustError(f"{path}: does not match the run's {manifest.name} (the "
+                              "directory mixes files of two runs; its evaluation is of "
+                              "another model)")
+
+
 def verify_model(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
     """Check that ``path`` may be loaded; return its sidecar (``{}`` if trusted without one).
 
@@ -145,6 +163,7 @@ def verify_model(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ModelTrustError(f"{path}: no such model file")
+    _check_manifest(path)
     meta = read_sidecar(path)
     how = (f"pass --trust-model (or trust=true, or {TRUST_ENV}=1) only if you trust "
            "whoever made the file: model files are pickles and loading one runs code")
