@@ -88,3 +88,7 @@ class Sleep(Exception):
         super().__init__(f"sleep until {until_ns} ns ({reason})")
         self.until_ns = until_ns
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[Sleep], tuple[int, str]]:
+        # A process pool ships exceptions back to the parent: rebuild from both arguments.
+        return type(self), (self.until_ns, self.reason)
