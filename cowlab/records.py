@@ -34,6 +34,7 @@ from typing import Any, cast
 
 from cowlab import __version__
 from cowlab.geometry import DEFAULT_GEOMETRY, Geometry
+from cowlab.kernel.errors import StallError
 from cowlab.kernel.kernel import Machine
 from cowlab.kernel.policy import Policy
 from cowlab.kernel.presets import KernelConfig
@@ -244,16 +245,26 @@ def execute(spec: RunSpec | Mapping[str, Any], *, registry: PluginRegistry | Non
                                        dict(spec.workload_params), where="workload"))
     machine = Machine(**dict(spec.machine))
     geometry = Geometry(**dict(spec.geometry)) if spec.geometry else DEFAULT_GEOMETRY
-    result = run_workload(
-        workload,
-        config,
-        cast(Policy, policy),
-        seed=spec.seed,
-        budget=Budget(max_decisions=spec.max_decisions),
-        machine=machine,
-        params=dict(spec.workload_params),
-        geometry=geometry,
-    )
+    try:
+        result = run_workload(
+            workload,
+            config,
+            cast(Policy, policy),
+            seed=spec.seed,
+            budget=Budget(max_decisions=spec.max_decisions),
+            machine=machine,
+            params=dict(spec.workload_params),
+            geometry=geometry,
+        )
+    except StallError as exc:
+        # A stalled run is an error, never a record: its figures would describe a run
+        # that did not happen.
+        raise StallError(
+            f"run of workload {spec.workload} {dict(spec.workload_params) or ''} on kernel "
+            f"{spec.kernel}, policy {spec.policy}, seed {spec.seed}: {exc.message}",
+            exc.blocked,
+            exc.time_ns,
+        ) from None
     pol_reg = reg.get("policy", _registration_name(reg, spec.policy))
     wl_reg = reg.get("workload", spec.workload)
     plugins: dict[str, dict[str, Any]] = {}

@@ -344,7 +344,10 @@ class Kernel:
                 # No known release time (or it passed): wake at the next event.
                 until = self.clock.next_event_time()
             if until is None:
-                raise KernelError(self._deadlock(folio))
+                # Nothing pending releases it: the engine parks the thread as blocked
+                # (and refuses the run once every thread is blocked this way).
+                raise Sleep(None, f"folio pfn {folio.pfn:#x} locked by {holder.reason}, "
+                            "no release pending")
             raise Sleep(max(until, self.clock.now), f"folio lock held by {holder.reason}")
         start = self.clock.now
         if not self.clock.run_while(lambda: folio.lock is not None):
