@@ -74,6 +74,16 @@ class KernelConfig:
     mthp_swapout: bool = False
     #: swap readahead window 2^page_cluster (vm.page-cluster, default 3).
     page_cluster: int = 3
+    #: v6.2+ (84209e87c696 "mm/gup: reliable R/O long-term pinning in COW mappings"): a
+    #: R/O FOLL_LONGTERM pin of the shared zero page in a COW mapping first unshares it
+    #: (a new exclusive page, mapped read-only). Enabled from the v6.9 preset here (there
+    #: is no v6.2 preset on this branch yet).
+    gup_longterm_unshares_zero_page: bool = False
+    #: v6.12+ (242d12c98174 "mm: support large folios swap-in for sync io devices"): a
+    #: swap fault on a synchronous device whose entry has swap count 1 swaps in a whole
+    #: mTHP-sized folio when every PTE of the aligned range holds a contiguous swap entry
+    #: that is not in the swapcache (swapin.py). Enabled on v6.15 here.
+    swapin_large_folio: bool = False
 
     def with_overrides(
         self, overrides: Mapping[str, object], *, where: str = "kernel"
@@ -178,6 +188,7 @@ _V6_9 = dataclasses.replace(
     mprotect_upgrade_exclusive=True,
     lru_batch_size=31,
     mthp=True,
+    gup_longterm_unshares_zero_page=True,
 )
 _V6_11 = dataclasses.replace(
     _V6_9,
@@ -194,6 +205,7 @@ _V6_15 = dataclasses.replace(
     default_policy="exact-mapcount",
     description="exact large-folio reuse by per-mm mapcount tracking (1da190f4d0a6)",
     folio_mm_ids=True,
+    swapin_large_folio=True,
 )
 
 #: The shipped presets, oldest first.
