@@ -81,9 +81,9 @@ class Sleep(Exception):
     ``until_ns`` None means nothing pending will wake the thread (a lock with no release
     time while no I/O is in flight): the engine parks it as *blocked* and retries it after
     another thread has run, and refuses the run (StallError) once every thread that keeps
-    it going is blocked with nothing pending. Only raised when the kernel runs under the :class:`~cowlab.kernel.engine.Engine`
-    (``Kernel.defer_sleeps``): the engine parks the thread and retries its operation at
-    that time, the way a fault returns VM_FAULT_RETRY and runs again once the page lock
+    it going is blocked with nothing pending. Only raised when the kernel runs under the
+    :class:`~cowlab.kernel.engine.Engine` (``Kernel.defer_sleeps``): the engine parks the
+    thread and retries its operation at that time, the way a fault returns VM_FAULT_RETRY and runs again once the page lock
     is free. Used directly, the kernel sleeps inline by running the clock instead.
     """
 

@@ -704,12 +704,12 @@ class Kernel:
                 # writable entry comes back writable): no further fault.
                 if write:
                     mm.pt[page] = pte_mkdirty(pte)
-                    rec = FaultRecord(mm.name, page, cpu, "none", "none")
-                    rec.time_ns = start
-                    rec.latency_ns = self.busy_ns - busy
+                    hit = FaultRecord(mm.name, page, cpu, "none", "none")
+                    hit.time_ns = start
+                    hit.latency_ns = self.busy_ns - busy
                     if record and self.keep_records:
-                        self.records.append(rec)
-                    return rec
+                        self.records.append(hit)
+                    return hit
                 return None
         if pte == 0:
             rec = self._do_anonymous_page(mm, vma, page, cpu, write)

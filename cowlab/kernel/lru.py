@@ -6,8 +6,9 @@ fills (15 entries, 31 from v6.9) or is drained. ``lru_add_drain()`` empties
 only the local CPU's batches; ``lru_add_drain_all()`` every CPU's. Other batches
 (``deactivate`` for MADV_COLD, ``move_tail`` when writeback of a reclaimed
 folio ends, ``lazyfree`` for MADV_FREE: lru_lazyfree_fn(), 802a3a92ad7a, v4.12) hold
-references the same way; unlike ``lru_add``, their folios keep PG_lru while queued. Large folios never wait in a batch
-(they drain it at once), as ``folio_batch_add_and_move()`` does for them.
+references the same way; unlike ``lru_add``, their folios keep PG_lru while queued.
+Large folios never wait in a batch (they drain it at once), as
+``folio_batch_add_and_move()`` does for them.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def test_forceswap_times_one_write_fault_per_iteration_on_an_asynchronous_device
 ) -> None:
     """The regression of issue 11: a page reused under writeback used to stay mapped, so
     most iterations faulted nowhere (10 decisions in 2,000 iterations on v5.19 + ssd)."""
-    run, kernel = run_to_end("forceswap-v1", preset, device)
+    _run, kernel = run_to_end("forceswap-v1", preset, device)
     nops, npages = 20, 2
     assert kernel.nr_decisions == nops * npages
     assert kernel.counters["pswpout"] >= nops * npages
