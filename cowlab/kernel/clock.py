@@ -84,7 +84,8 @@ class Sleep(Exception):
     it going is blocked with nothing pending. Only raised when the kernel runs under the
     :class:`~cowlab.kernel.engine.Engine` (``Kernel.defer_sleeps``): the engine parks the
     thread and retries its operation at that time, the way a fault returns VM_FAULT_RETRY
-    and runs again once the page lock is free. Used directly, the kernel sleeps inline by running the clock instead.
+    and runs again once the page lock is free. Used directly, the kernel sleeps inline by
+    running the clock instead.
     """
 
     def __init__(self, until_ns: int | None, reason: str) -> None:
