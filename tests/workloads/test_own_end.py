@@ -164,3 +164,21 @@ def test_the_cli_reports_a_stalled_run_with_its_location_and_exit_status_3(
     assert "workload stuck-v1 (kernel v5.7, policy legacy, seed 2): stalled" in out.err
     assert "thread main (mm stuck, cpu 0): blocked" in out.err
     assert "Traceback" not in out.err
+
+
+def test_cowlab_eval_refuses_a_stalled_run_and_writes_no_record(
+    registry: PluginRegistry, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], tmp_path: Any,
+) -> None:
+    from cowlab.cli import EXIT_STALLED, main
+
+    monkeypatch.setattr("cowlab.cli.get_registry", lambda: registry)
+    monkeypatch.setattr("cowlab.records.get_registry", lambda: registry)
+    out = tmp_path / "records.jsonl"
+    status = main(["eval", "--policy", "legacy", "--workload", "stuck-v1", "--kernel", "v5.7",
+                   "--seeds", "0", "--out", str(out), "--executor", "inprocess", "--quiet"])
+    err = capsys.readouterr().err
+    assert status == EXIT_STALLED
+    assert "eval: run of workload stuck-v1" in err and "seed 0: stalled" in err
+    assert "no record written" in err
+    assert not out.exists() or out.read_text().strip() == ""
