@@ -250,7 +250,8 @@ class Engine:
                 thread.alive = False
                 if not thread.daemon:
                     self._live -= 1
-                self._unblock(start)
+                if blocked:
+                    self._unblock(start)
                 continue
             except Sleep as exc:  # a body that called the kernel directly
                 raise KernelError(
@@ -264,7 +265,8 @@ class Engine:
                     raise self._stall("stalled: every live thread is blocked and nothing "
                                       "pending can wake it")
                 continue
-            self._unblock(start)
+            if blocked:
+                self._unblock(start)
             if kind == "busy":
                 end = start + value
                 free_at[thread.cpu] = end
@@ -283,7 +285,6 @@ class Engine:
 
     def _unblock(self, at: int) -> None:
         """Another thread ran (or I/O completed): retry every blocked thread at ``at``."""
-        if self._blocked:
-            for thread in self._blocked:
-                self._push(at, thread)
-            self._blocked.clear()
+        for thread in self._blocked:
+            self._push(at, thread)
+        self._blocked.clear()

@@ -245,6 +245,8 @@ class Kernel:
         self.gups: dict[int, GupHandle] = {}
         self.gup_names: dict[str, list[int]] = {}
         self.next_gup_id = 1
+        #: Set by the first mlock(): until then no folio can be mlocked (mlock.py).
+        self.mlock_used = False
         #: Transient GUP-fast / PFN-walker references: (folio, token) (gup.py).
         self.speculative: list[tuple[Folio, int]] = []
         self.write_seq = 0
@@ -1020,7 +1022,7 @@ class Kernel:
                 "range is not mapped (ENOMEM)"
             )
         if advice in _LOCKED_EINVAL:
-            check_not_locked(mm, page, end, advice)
+            check_not_locked(self, mm, page, end, advice)
         if advice == "free" and any(
             v.hugetlb for v in mm.vmas if v.start < end and page < v.end
         ):

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 def folio_mlocked(k: Kernel, folio: Folio) -> bool:
     """PageMlocked(): is any mapping of ``folio`` inside a VM_LOCKED VMA?"""
+    if not k.mlock_used:
+        return False  # fast path: nothing was ever mlocked
     for kind, owner, _sub in folio.ledger:
         if kind not in (PTE, PMD):
             continue
@@ -55,8 +57,10 @@ def folio_mlocked(k: Kernel, folio: Folio) -> bool:
     return False
 
 
-def check_not_locked(mm: MM, start: int, end: int, advice: str) -> None:
+def check_not_locked(k: Kernel, mm: MM, start: int, end: int, advice: str) -> None:
     """madvise() of an LRU or discard advice on a VM_LOCKED range fails with EINVAL."""
+    if not k.mlock_used:
+        return
     for vma in mm.vmas:
         if vma.locked and vma.start < end and start < vma.end:
             raise KernelError(
@@ -76,6 +80,7 @@ def mlock_range(k: Kernel, mm: MM, start: int, pages: int, cpu: int) -> list[Fau
         )
     split_pmds_in(k, mm, start, end)  # a VMA boundary inside a PMD THP splits it
     vmas = mm.split_range(start, end)
+    k.mlock_used = True
     for vma in vmas:
         vma.locked = True
     records: list[FaultRecord] = []

@@ -112,7 +112,11 @@ class Forceswap:
             yield from t.write(mm, page)
         for _ in range(p.nops):
             yield from t.madvise(mm, 0, p.npages, "pageout")
-            yield from self._until_swapped_out(t)
+            pt = mm.pt
+            for page in range(p.npages):
+                if pt.get(page, 0) & 1:
+                    yield from self._until_swapped_out(t)
+                    break
             for page in range(p.npages):
                 yield from t.read(mm, page)
                 yield from t.think(p.think_ns)
