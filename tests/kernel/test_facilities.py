@@ -135,6 +135,23 @@ def test_unmergeable_gives_each_ksm_mapping_a_private_copy(
     assert k.violations == [] and k.check_invariants() == []
 
 
+@pytest.mark.parametrize("preset", ALL_PRESETS)
+def test_unmergeable_in_a_read_only_mapping_unshares_from_v5_19(
+    kernel: KernelFactory, preset: str
+) -> None:
+    """Without VM_WRITE only an unshare fault can break a KSM page: v5.19+ presets take
+    one (a read-only private copy); earlier presets leave the page merged (a documented
+    departure: upstream's write fault there maps a read-only copy too)."""
+    k = kernel(preset)
+    a, _b = merged_pair(k)
+    k.mprotect(a, 0, 1, "r")
+    k.madvise(a, 0, 1, "unmergeable")
+    folio = folio_at(k, a, 0)
+    assert not a.pt[0] & 2  # still read-only
+    assert folio.ksm == (preset not in PAE)
+    assert k.read(a, 0) == "same" and k.check_invariants() == []
+
+
 def test_unmergeable_leaves_ordinary_pages_alone(kernel: KernelFactory) -> None:
     k = kernel("v5.19")
     mm = k.create_mm("a")
