@@ -17,6 +17,7 @@ from typing import cast
 import yaml
 
 from cowlab import __version__
+from cowlab.kernel.errors import StallError
 from cowlab.kernel.presets import PRESETS, PresetError, get_preset
 from cowlab.plugins import PluginError, format_plugins, get_registry
 from cowlab.records import RunError, run_guard
@@ -34,7 +35,15 @@ EXIT_USAGE = 2
 
 
 class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+    """A user-facing error: printed as one line, exit status 2 (``status`` if given)."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+#: Exit status of a run the engine refused as stalled (StallError): not a usage error.
+EXIT_STALLED = 3
 
 
 def _resolve_policy(name: str | None, kernel_default: str, where: str = "--policy") -> object:
@@ -95,7 +104,7 @@ def cmd_workload_run(args: argparse.Namespace) -> int:
     except (PluginError, ValueError) as exc:
         raise CliError(str(exc)) from None
     try:
-        with run_guard(f"workload {args.name}"):
+        with run_guard(f"workload {args.name}", passthrough=(StallError,)):
             result = run_workload(
                 workload,
                 config,
@@ -104,6 +113,13 @@ def cmd_workload_run(args: argparse.Namespace) -> int:
                 budget=budget,
                 params=params,
             )
+    except StallError as exc:
+        # Never a result: a stalled run did not reach its workload's end.
+        raise CliError(
+            f"workload {args.name} (kernel {config.name}, policy {getattr(policy, 'name', '?')}, "
+            f"seed {args.seed}): {exc}",
+            EXIT_STALLED,
+        ) from None
     except RunError as exc:
         raise CliError(str(exc)) from None
     if args.json:
@@ -351,6 +367,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         result = run_sweep(specs, args.out, executor=executor, resume=not args.fresh,
                            progress=not args.quiet)
+    except StallError as exc:
+        raise CliError(f"eval: {exc} (no record written for this run)", EXIT_STALLED) from None
     except (RunError, RecordError) as exc:
         raise CliError(str(exc)) from None
     finally:
@@ -627,7 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handler(args))
     except (CliError, PresetError) as exc:
         print(f"cowlab: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.status if isinstance(exc, CliError) else EXIT_USAGE
     except KeyboardInterrupt:
         print("cowlab: interrupted", file=sys.stderr)
         return 130

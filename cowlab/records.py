@@ -42,7 +42,7 @@ from typing import Any, cast
 
 from cowlab import __version__
 from cowlab.geometry import DEFAULT_GEOMETRY, Geometry
-from cowlab.kernel.errors import KernelError
+from cowlab.kernel.errors import KernelError, StallError
 from cowlab.kernel.fault import PolicyError
 from cowlab.kernel.kernel import Machine
 from cowlab.kernel.policy import Policy
@@ -339,25 +339,35 @@ def execute(spec: RunSpec | Mapping[str, Any], *, registry: PluginRegistry | Non
     config, contributors = _kernel_config(spec, reg)
     cache_key = _policy_cache_key(spec)
     what = (f"run of {spec.policy} on {spec.workload} / {spec.kernel} / seed {spec.seed}")
-    with run_guard(what):
-        policy = _POLICIES.get(cache_key)
-        if policy is None:
-            policy = _POLICIES[cache_key] = reg.make_policy(
-                spec.policy, dict(spec.policy_params), where="policy")
-        workload = cast(Workload, reg.make("workload", spec.workload,
-                                           dict(spec.workload_params), where="workload"))
-        machine = Machine(**dict(spec.machine))
-        geometry = Geometry(**dict(spec.geometry)) if spec.geometry else DEFAULT_GEOMETRY
-        result = run_workload(
-            workload,
-            config,
-            cast(Policy, policy),
-            seed=spec.seed,
-            budget=Budget(max_decisions=spec.max_decisions),
-            machine=machine,
-            params=dict(spec.workload_params),
-            geometry=geometry,
-        )
+    try:
+        with run_guard(what, passthrough=(StallError,)):
+            policy = _POLICIES.get(cache_key)
+            if policy is None:
+                policy = _POLICIES[cache_key] = reg.make_policy(
+                    spec.policy, dict(spec.policy_params), where="policy")
+            workload = cast(Workload, reg.make("workload", spec.workload,
+                                               dict(spec.workload_params), where="workload"))
+            machine = Machine(**dict(spec.machine))
+            geometry = Geometry(**dict(spec.geometry)) if spec.geometry else DEFAULT_GEOMETRY
+            result = run_workload(
+                workload,
+                config,
+                cast(Policy, policy),
+                seed=spec.seed,
+                budget=Budget(max_decisions=spec.max_decisions),
+                machine=machine,
+                params=dict(spec.workload_params),
+                geometry=geometry,
+            )
+    except StallError as exc:
+        # A stalled run is an error, never a record: its figures would describe a run
+        # that did not happen.
+        raise StallError(
+            f"run of workload {spec.workload} {dict(spec.workload_params) or ''} on kernel "
+            f"{spec.kernel}, policy {spec.policy}, seed {spec.seed}: {exc.message}",
+            exc.blocked,
+            exc.time_ns,
+        ) from None
     pol_reg = reg.get("policy", _registration_name(reg, spec.policy))
     wl_reg = reg.get("workload", spec.workload)
     plugins: dict[str, dict[str, Any]] = {}

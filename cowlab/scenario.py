@@ -135,6 +135,29 @@ OPS: dict[str, OpSpec] = {
         "take a GUP reference (kind: get) or pin (kind: pin) under a name",
     ),
     "put": OpSpec({"name": (_STR, _REQ)}, "drop a named GUP reference or pin"),
+    "speculative": OpSpec(
+        {"mm": (_STR, _REQ), "page": (_INT, _REQ), "pages": (_INT, 1)},
+        "another CPU's GUP-fast (or a PFN walker) holds a transient reference on each "
+        "page across the next write step",
+    ),
+    "migrate": OpSpec(
+        {
+            "mm": (_STR, _REQ),
+            "page": (_INT, _REQ),
+            "pages": (_INT, 1),
+            "duration_us": (_NUM, 20.0),
+            "cpu": (_INT, 0),
+        },
+        "move_pages(): migrate the pages' folios; they stay behind migration entries "
+        "(faults wait) for duration_us",
+    ),
+    "mlock": OpSpec(
+        {"mm": (_STR, _REQ), "page": (_INT, _REQ), "pages": (_INT, 1), "cpu": (_INT, 0)},
+        "mlock(): VM_LOCKED and populated (write faults in a writable mapping)",
+    ),
+    "munlock": OpSpec(
+        {"mm": (_STR, _REQ), "page": (_INT, _REQ), "pages": (_INT, 1)}, "munlock()"
+    ),
     "ksm_merge": OpSpec(
         {"pages": (_LIST, _REQ)}, "merge pages of equal content: pages: [{mm: a, page: 0}, ...]"
     ),
@@ -365,6 +388,13 @@ def _parse_step(index: int, raw: object, source: str) -> Step:
             )
     if op == "advance" and not (math.isfinite(args["us"]) and args["us"] >= 0):
         raise ScenarioError(f"{where}: field 'us' must be a finite non-negative number")
+    if op == "migrate" and not (
+        math.isfinite(args["duration_us"]) and 0 < args["duration_us"] <= 1e9
+    ):
+        raise ScenarioError(
+            f"{where}: field 'duration_us' must be a positive number of microseconds "
+            f"(at most 1e9), got {args['duration_us']!r}"
+        )
     if op == "ksm_merge":
         if len(args["pages"]) < 2:
             raise ScenarioError(f"{where}: field 'pages' needs at least two pages to merge")
@@ -519,6 +549,17 @@ class ScenarioRunner:
                 yield from call(k.write, mm, p, a["cpu"], a["data"])
                 if self.progress is not None:
                     self._report(step, f"page {p - a['page'] + 1}/{a['pages']}")
+            # The speculative references of a `speculative` step end with this write.
+            k.drop_speculative()
+        elif op == "speculative":
+            yield from call(k.speculative_ref, self._mm(a["mm"]), a["page"], a["pages"])
+        elif op == "migrate":
+            yield from call(k.migrate_pages, self._mm(a["mm"]), a["page"], a["pages"],
+                            max(1, round(a["duration_us"] * 1000)), a["cpu"])
+        elif op == "mlock":
+            yield from call(k.mlock, self._mm(a["mm"]), a["page"], a["pages"], a["cpu"])
+        elif op == "munlock":
+            yield from call(k.munlock, self._mm(a["mm"]), a["page"], a["pages"])
         elif op == "read":
             mm = self._mm(a["mm"])
             for p in range(a["page"], a["page"] + a["pages"]):

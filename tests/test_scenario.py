@@ -593,6 +593,13 @@ def test_every_op_in_OPS_is_dispatched_by_the_runner(tmp_path: Path) -> None:
         {"op": "lru_drain", "cpu": 0},
         {"op": "lru_drain", "cpu": "all"},
         {"op": "madvise", "mm": "parent", "page": 6, "advice": "dontneed"},
+        {"op": "speculative", "mm": "parent", "page": 3},
+        {"op": "write", "mm": "parent", "page": 3},
+        {"op": "migrate", "mm": "parent", "page": 3, "duration_us": 5},
+        {"op": "mlock", "mm": "parent", "page": 2, "pages": 2},
+        {"op": "munlock", "mm": "parent", "page": 2, "pages": 2},
+        {"op": "madvise", "mm": "parent", "page": 2, "advice": "free"},
+        {"op": "madvise", "mm": "parent", "page": 1, "advice": "unmergeable"},
         {"op": "mremap", "mm": "parent", "page": 6, "new_page": 100},
         {"op": "munmap", "mm": "child", "page": 0, "pages": 8},
         {"op": "exit", "mm": "child"},
@@ -720,3 +727,44 @@ def test_long_scenario_runs_report_progress() -> None:
     quiet = io.StringIO()
     ScenarioRunner(scenario, get_registry().make_policy("exclusive"), progress=quiet).run()
     assert quiet.getvalue() == ""  # a short run prints nothing
+
+
+def test_migrate_duration_must_be_positive_and_finite(tmp_path: Path) -> None:
+    doc = {"steps": [{"op": "mmap", "mm": "a", "page": 0},
+                     {"op": "migrate", "mm": "a", "page": 0, "duration_us": 0}]}
+    with pytest.raises(ScenarioError, match=r"step 1 \(migrate\): field 'duration_us'"):
+        Scenario.load(write_scenario(tmp_path, doc))
+
+
+def test_madvise_free_of_an_mlocked_range_names_the_step(tmp_path: Path) -> None:
+    doc = {"steps": [{"op": "mmap", "mm": "a", "page": 0},
+                     {"op": "mlock", "mm": "a", "page": 0},
+                     {"op": "madvise", "mm": "a", "page": 0, "advice": "free"}]}
+    scenario = Scenario.load(write_scenario(tmp_path, doc))
+    with pytest.raises(ScenarioError, match=r"step 2 \(madvise\): .*mlocked \(EINVAL\)"):
+        ScenarioRunner(scenario, policy_for(scenario)).run()
+
+
+def test_a_speculative_reference_lasts_exactly_until_the_next_write_step(
+    tmp_path: Path,
+) -> None:
+    doc = {"kernel": "v5.9", "machine": {"swap": "pmem"}, "steps": [
+        {"op": "mmap", "mm": "a", "page": 0},
+        {"op": "write", "mm": "a", "page": 0},
+        {"op": "madvise", "mm": "a", "page": 0, "advice": "pageout"},
+        {"op": "read", "mm": "a", "page": 0},
+        {"op": "lru_drain", "cpu": 0},
+        {"op": "speculative", "mm": "a", "page": 0},
+        {"op": "write", "mm": "a", "page": 0},
+        {"op": "mprotect", "mm": "a", "page": 0, "prot": "r"},
+        {"op": "mprotect", "mm": "a", "page": 0, "prot": "rw"},
+        {"op": "lru_drain", "cpu": 0},
+        {"op": "write", "mm": "a", "page": 0},
+    ]}
+    result = ScenarioRunner(Scenario.load(write_scenario(tmp_path, doc)),
+                            get_registry().make_policy("baseline")).run()
+    copy, reuse = result.attempts[-2:]
+    assert (copy.outcome, copy.blockers) == ("copy", ("speculative",))
+    assert reuse.outcome == "reuse"
+    assert result.kernel.speculative == []
+

@@ -78,14 +78,19 @@ class Clock:
 class Sleep(Exception):
     """Raised by a kernel operation that must sleep until ``until_ns`` and then be retried.
 
-    Only raised when the kernel runs under the :class:`~cowlab.kernel.engine.Engine`
-    (``Kernel.defer_sleeps``): the engine parks the thread and retries its operation at
-    that time, the way a fault returns VM_FAULT_RETRY and runs again once the page lock
-    is free. Used directly, the kernel sleeps inline by running the clock instead.
+    ``until_ns`` None means nothing pending will wake the thread (a lock with no release
+    time while no I/O is in flight): the engine parks it as *blocked* and retries it after
+    another thread has run, and refuses the run (StallError) once every thread that keeps
+    it going is blocked with nothing pending. Only raised when the kernel runs under the
+    :class:`~cowlab.kernel.engine.Engine` (``Kernel.defer_sleeps``): the engine parks the
+    thread and retries its operation at that time, the way a fault returns VM_FAULT_RETRY
+    and runs again once the page lock is free. Used directly, the kernel sleeps inline by
+    running the clock instead.
     """
 
-    def __init__(self, until_ns: int, reason: str) -> None:
-        super().__init__(f"sleep until {until_ns} ns ({reason})")
+    def __init__(self, until_ns: int | None, reason: str) -> None:
+        when = "nothing pending wakes it" if until_ns is None else f"until {until_ns} ns"
+        super().__init__(f"sleep, {when} ({reason})")
         self.until_ns = until_ns
         self.reason = reason
 

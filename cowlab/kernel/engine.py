@@ -16,6 +16,16 @@ raises :class:`~cowlab.kernel.clock.Sleep`; the engine parks the thread until th
 and retries the operation from the start, as a fault returning VM_FAULT_RETRY is.
 Before a thread runs at time *t*, every clock event due by *t* (I/O completions) runs.
 Threads can migrate between CPUs (:meth:`Engine.migrate`).
+
+A run never ends silently. It ends when every thread that keeps it going (a non-daemon)
+has finished (``end_reason`` "finished"), when ``stop()`` says so ("stopped") or when
+the clock passes ``until_ns`` ("time"). A thread whose operation can wake at no known
+time (a lock nobody is due to release: ``Sleep(None, ...)``) is parked as *blocked* and
+retried after another thread has run; once every live non-daemon thread is blocked and
+no clock event is pending, nothing can ever wake them and the engine raises
+:class:`~cowlab.kernel.errors.StallError` naming each blocked thread and what it waits
+on. It raises the same error if it runs out of runnable threads before the live ones
+finished and no stop condition was reached.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cowlab.kernel.clock import Sleep
-from cowlab.kernel.errors import KernelError
+from cowlab.kernel.errors import BlockedThread, KernelError, StallError
 
 if TYPE_CHECKING:
     from cowlab.kernel.fault import FaultRecord
@@ -35,7 +45,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 #: What a thread body yields to the engine: ("busy", ns) keeps its CPU busy;
-#: ("sleep", until_ns) parks it with the CPU free.
+#: ("sleep", until_ns) parks it with the CPU free; ("block", 0) parks it until another
+#: thread has run (nothing pending is known to wake it).
 Yield = tuple[str, int]
 ThreadGen = Generator[Yield, None, None]
 ThreadBody = Callable[["Thread"], ThreadGen]
@@ -45,7 +56,8 @@ Op = Generator[Yield, None, T]
 class Thread:
     """A simulated thread: a generator body running on a CPU, optionally in an mm."""
 
-    __slots__ = ("_gen", "alive", "cpu", "daemon", "engine", "mm", "name", "ops", "tid")
+    __slots__ = ("_gen", "alive", "cpu", "daemon", "engine", "mm", "name", "ops", "tid",
+                 "waiting")
 
     def __init__(self, engine: Engine, tid: int, name: str, mm: MM | None, cpu: int,
                  body: ThreadBody, daemon: bool = False) -> None:
@@ -58,6 +70,8 @@ class Thread:
         self.cpu = cpu
         self.alive = True
         self.ops = 0
+        #: Why the thread's current operation is waiting (None while it is not).
+        self.waiting: str | None = None
         self._gen = body(self)
 
     @property
@@ -72,10 +86,15 @@ class Thread:
             try:
                 result = fn(*args, **kwargs)
             except Sleep as sleep:
+                self.waiting = sleep.reason
                 if k.busy_ns:
                     yield ("busy", k.busy_ns)
-                yield ("sleep", sleep.until_ns)
+                if sleep.until_ns is None:
+                    yield ("block", 0)
+                else:
+                    yield ("sleep", sleep.until_ns)
                 continue
+            self.waiting = None
             self.ops += 1
             if k.busy_ns:
                 yield ("busy", k.busy_ns)
@@ -123,6 +142,10 @@ class Engine:
         self.threads: list[Thread] = []
         self.steps = 0
         self._live = 0  # threads that are not daemons and have not finished
+        #: Threads parked with nothing pending to wake them (retried after any other step).
+        self._blocked: list[Thread] = []
+        #: Why the last :meth:`run` ended: "finished", "stopped" or "time" (None: not run).
+        self.end_reason: str | None = None
 
     def spawn(self, name: str, body: ThreadBody, *, cpu: int = 0, mm: MM | None = None,
               start_ns: int | None = None, daemon: bool = False) -> Thread:
@@ -153,17 +176,65 @@ class Engine:
         """No thread that keeps the run going is left."""
         return self._live == 0
 
+    def describe_waits(self) -> tuple[BlockedThread, ...]:
+        """Every live thread that keeps the run going, and every blocked one, with what
+        it waits on (for :class:`StallError` and diagnostics)."""
+        blocked = {id(t) for t in self._blocked}
+        out = []
+        for t in self.threads:
+            if not t.alive or (t.daemon and id(t) not in blocked):
+                continue
+            if id(t) in blocked:
+                what = f"blocked: {t.waiting}"
+            elif t.waiting is not None:
+                what = f"sleeping: {t.waiting}"
+            else:
+                what = "runnable"
+            out.append(BlockedThread(t.name, t.mm.name if t.mm else None, t.cpu, what))
+        return tuple(out)
+
+    def _stall(self, message: str) -> StallError:
+        return StallError(message, self.describe_waits(), self.clock.now)
+
+    def _live_all_blocked(self) -> bool:
+        """Every live non-daemon thread is blocked, and no clock event can change that."""
+        nblocked = sum(1 for t in self._blocked if not t.daemon)
+        return nblocked >= self._live and self.clock.pending == 0
+
     def run(self, *, until_ns: int | None = None,
             stop: Callable[[], bool] | None = None) -> None:
-        """Run threads until none is left, the clock passes ``until_ns``, or ``stop()``."""
+        """Run threads until none is left, the clock passes ``until_ns``, or ``stop()``.
+
+        Raises:
+            StallError: Every live thread is blocked with nothing pending, or the run
+                ran out of runnable threads before they finished.
+        """
         ready = self._ready
         clock = self.clock
         kernel = self.kernel
         free_at = self.cpu_free_at
-        stopped = False
-        while ready and self._live:
+        blocked = self._blocked
+        reason: str | None = None
+        while self._live:
+            if not ready:
+                if blocked and not clock.pending:
+                    raise self._stall("stalled: every live thread is blocked and nothing "
+                                      "pending can wake it")
+                if blocked:
+                    # Only an I/O completion can help: run to it and retry the blocked.
+                    due = clock.next_event_time()
+                    assert due is not None
+                    if until_ns is not None and due > until_ns:
+                        reason = "time"
+                        break
+                    clock.run_until(due)
+                    self._unblock(clock.now)
+                    continue
+                raise self._stall("stalled: the run ran out of runnable threads before its "
+                                  "workload's end")
             at, _seq, thread = ready[0]
             if until_ns is not None and at > until_ns:
+                reason = "time"
                 break
             start = max(at, free_at[thread.cpu])
             if start > at:
@@ -179,6 +250,8 @@ class Engine:
                 thread.alive = False
                 if not thread.daemon:
                     self._live -= 1
+                if blocked:
+                    self._unblock(start)
                 continue
             except Sleep as exc:  # a body that called the kernel directly
                 raise KernelError(
@@ -186,6 +259,14 @@ class Engine:
                     f"(yield from thread.write(...)), got {exc}"
                 ) from None
             self.steps += 1
+            if kind == "block":
+                blocked.append(thread)
+                if self._live_all_blocked():
+                    raise self._stall("stalled: every live thread is blocked and nothing "
+                                      "pending can wake it")
+                continue
+            if blocked:
+                self._unblock(start)
             if kind == "busy":
                 end = start + value
                 free_at[thread.cpu] = end
@@ -194,7 +275,16 @@ class Engine:
             else:
                 self._push(max(value, start), thread)
             if stop is not None and stop():
-                stopped = True
+                reason = "stopped"
                 break
-        if until_ns is not None and not stopped:
+        if reason is None:
+            reason = "finished"
+        self.end_reason = reason
+        if until_ns is not None and reason != "stopped":
             clock.run_until(max(clock.now, until_ns))
+
+    def _unblock(self, at: int) -> None:
+        """Another thread ran (or I/O completed): retry every blocked thread at ``at``."""
+        for thread in self._blocked:
+            self._push(at, thread)
+        self._blocked.clear()

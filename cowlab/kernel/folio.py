@@ -58,6 +58,7 @@ class Folio:
         "freed",
         "hugetlb",
         "ksm",
+        "lazyfree",
         "ledger",
         "lock",
         "lru",
@@ -94,6 +95,8 @@ class Folio:
         self.hugetlb = False
         self.ksm = False
         self.dirty = False
+        #: MADV_FREE'd (PG_swapbacked clear): reclaim discards it unless written again.
+        self.lazyfree = False
         self.lru = False  # PG_lru: on an LRU list (not in a batch, not isolated)
         self.lru_list: str | None = None  # "active" | "inactive" while PG_lru
         self.writeback = False
@@ -278,6 +281,7 @@ class Folio:
                 ("locked", self.locked),
                 ("writeback", self.writeback),
                 ("dirty", self.dirty),
+                ("lazyfree", self.lazyfree),
             )
             if on
         ]

@@ -55,6 +55,8 @@ def fork_mm(k: Kernel, parent: MM, child_name: str, cpu: int = 0) -> MM:
         cvma = vma.split_copy(vma.start, vma.end)
         # dup_userfaultfd(): VM_UFFD_WP is not inherited without UFFD_FEATURE_EVENT_FORK.
         cvma.uffd_wp = False
+        # dup_mmap(): the child's VMAs never inherit VM_LOCKED (mlock is per process).
+        cvma.locked = False
         child.vmas.append(cvma)
         if vma.end - vma.start <= len(ppt):
             pages: Iterable[int] = [p for p in range(vma.start, vma.end) if p in ppt]

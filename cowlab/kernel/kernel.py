@@ -51,8 +51,17 @@ from cowlab.kernel.errors import KernelError
 from cowlab.kernel.fault import FaultRecord, FaultView, OracleFaultView, PolicyError
 from cowlab.kernel.folio import PTE, ZERO_PFN, Folio, LockHolder
 from cowlab.kernel.fork import fork_mm
-from cowlab.kernel.gup import GupHandle, get_user_pages, gup_read, gup_write, put_user_pages
-from cowlab.kernel.ksm import merge_pages
+from cowlab.kernel.gup import (
+    GupHandle,
+    drop_speculative,
+    get_user_pages,
+    gup_read,
+    gup_write,
+    put_user_pages,
+    take_speculative,
+    zero_page_pinned_by,
+)
+from cowlab.kernel.ksm import merge_pages, unmerge_range
 from cowlab.kernel.lru import Lru
 from cowlab.kernel.migrate import (
     finish_migration,
@@ -60,6 +69,7 @@ from cowlab.kernel.migrate import (
     migration_pfn,
     start_migration,
 )
+from cowlab.kernel.mlock import check_not_locked, mlock_range, munlock_range
 from cowlab.kernel.mm import MM, PROTS, VMA
 from cowlab.kernel.mremap import move_range
 from cowlab.kernel.policy import Policy
@@ -72,6 +82,7 @@ from cowlab.kernel.protect import (
 )
 from cowlab.kernel.reclaim import (
     madvise_cold,
+    madvise_free,
     madvise_pageout,
     reclaim_unmapped_swapcache,
     shrink_lru,
@@ -108,7 +119,20 @@ def watermarks(ram_pages: int | None) -> tuple[int, int, int]:
     return (wmin, wmin + step, wmin + 2 * step)
 
 
-ADVICES = ("pageout", "cold", "dontneed", "dontfork", "dofork", "collapse", "mergeable")
+ADVICES = (
+    "pageout",
+    "cold",
+    "dontneed",
+    "free",
+    "dontfork",
+    "dofork",
+    "collapse",
+    "mergeable",
+    "unmergeable",
+)
+#: Advice refused with EINVAL on a VM_LOCKED range (can_madv_lru_vma(),
+#: madvise_dontneed_free_valid_vma()).
+_LOCKED_EINVAL = ("pageout", "cold", "dontneed", "free")
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -221,6 +245,10 @@ class Kernel:
         self.gups: dict[int, GupHandle] = {}
         self.gup_names: dict[str, list[int]] = {}
         self.next_gup_id = 1
+        #: Set by the first mlock(): until then no folio can be mlocked (mlock.py).
+        self.mlock_used = False
+        #: Transient GUP-fast / PFN-walker references: (folio, token) (gup.py).
+        self.speculative: list[tuple[Folio, int]] = []
         self.write_seq = 0
         self.keep_records = keep_records
         self.records: list[FaultRecord] = []
@@ -344,7 +372,10 @@ class Kernel:
                 # No known release time (or it passed): wake at the next event.
                 until = self.clock.next_event_time()
             if until is None:
-                raise KernelError(self._deadlock(folio))
+                # Nothing pending releases it: the engine parks the thread as blocked
+                # (and refuses the run once every thread is blocked this way).
+                raise Sleep(None, f"folio pfn {folio.pfn:#x} locked by {holder.reason}, "
+                            "no release pending")
             raise Sleep(max(until, self.clock.now), f"folio lock held by {holder.reason}")
         start = self.clock.now
         if not self.clock.run_while(lambda: folio.lock is not None):
@@ -670,6 +701,18 @@ class Kernel:
             # migration_entry_wait(): sleep until the migration is over, then retry.
             self.wait_for_unlock(self.frames[migration_pfn(pte)])
             pte = mm.pt.get(page, 0)
+            if pte & 1 and not unshare and (not write or pte_write(pte)):
+                # The retried access finds the new page mapped as the entry allowed (a
+                # writable entry comes back writable): no further fault.
+                if write:
+                    mm.pt[page] = pte_mkdirty(pte)
+                    hit = FaultRecord(mm.name, page, cpu, "none", "none")
+                    hit.time_ns = start
+                    hit.latency_ns = self.busy_ns - busy
+                    if record and self.keep_records:
+                        self.records.append(hit)
+                    return hit
+                return None
         if pte == 0:
             rec = self._do_anonymous_page(mm, vma, page, cpu, write)
         elif not pte & 1:
@@ -768,9 +811,17 @@ class Kernel:
         """do_wp_page(): copy from the zero page, or ask the policy about an anon folio."""
         pfn = pte_pfn(pte)
         if pfn == ZERO_PFN:
-            # wp_page_copy() from the shared zero page: no reuse is possible.
+            # vm_normal_page() is NULL for the zero page, so do_wp_page() goes straight to
+            # wp_page_copy() with no old page: a new zeroed page, never a reuse decision
+            # (every era). An unshare fault (v6.2+ R/O longterm pin, 84209e87c696) maps
+            # it read-only. A GUP reference the writer took on the zero page at this
+            # address no longer sees what the process maps: the copy breaks it.
+            own = zero_page_pinned_by(self, mm, page)
             self._copy_page(mm, vma, page, None, cpu, unshare=unshare)
-            return FaultRecord(mm.name, page, cpu, "anon", "none", reason="zero_page")
+            return FaultRecord(
+                mm.name, page, cpu, "unshare" if unshare else "anon", "none",
+                reason="zero_page", violation="pin_incoherent" if own else None,
+            )
         folio = self.frames[pfn]
         index = pfn - folio.pfn
         if unshare and (not self.config.anon_exclusive or folio.pae[index]):
@@ -975,8 +1026,20 @@ class Kernel:
                 f"mm {mm.name}: madvise of pages {page}..{end - 1}: part of the "
                 "range is not mapped (ENOMEM)"
             )
+        if advice in _LOCKED_EINVAL:
+            check_not_locked(self, mm, page, end, advice)
+        if advice == "free" and any(
+            v.hugetlb for v in mm.vmas if v.start < end and page < v.end
+        ):
+            raise KernelError(
+                f"mm {mm.name}: madvise(free) of pages {page}..{end - 1}: hugetlb (EINVAL)"
+            )
         if advice == "pageout":
             madvise_pageout(self, mm, page, end, cpu)
+        elif advice == "free":
+            madvise_free(self, mm, page, end, cpu)
+        elif advice == "unmergeable":
+            unmerge_range(self, mm, page, end, cpu)
         elif advice == "cold":
             madvise_cold(self, mm, page, end, cpu)
         elif advice == "dontneed":
@@ -1071,13 +1134,83 @@ class Kernel:
         """Begin migrating ``folio`` (kcompactd, NUMA balancing): it stays locked and
         unmapped behind migration entries for ``duration_ns``, then is copied to a new
         folio (or restored if someone holds a reference). False if it cannot be migrated."""
-        if not start_migration(self, folio, self.clock.now + duration_ns):
+        # The entries are held for duration_ns after the work this operation did so far
+        # (a move_pages() call drains every CPU's batches first).
+        release_at = self.clock.now + self.busy_ns + duration_ns
+        if not start_migration(self, folio, release_at):
             return False
+
         def done() -> None:
             finish_migration(self, folio, cpu)
 
-        self.clock.schedule(self.clock.now + duration_ns, done)
+        self.clock.schedule(release_at, done)
         return True
+
+    @operation
+    def migrate_pages(
+        self, mm: MM, page: int, pages: int, duration_ns: int, cpu: int = 0
+    ) -> int:
+        """move_pages(2) / migrate_pages(2) of the pages mapped at ``[page, page+pages)``.
+
+        Every CPU's LRU batches are drained first (migrate_prep() up to v5.10, then
+        lru_cache_disable(): either way lru_add_drain_all()) so that freshly faulted
+        pages can be isolated; each distinct folio is then migrated as
+        :meth:`migrate` does (locked and behind migration entries for ``duration_ns``;
+        a fault on one of its pages waits, then sees the new page). A page that is not
+        present, is the zero page, or cannot be isolated (a large folio, KSM, in the
+        swapcache, under writeback, locked, pinned and exclusive from v5.19) is skipped,
+        as move_pages() reports -EBUSY / -ENOENT for it. Returns how many folios started
+        migrating; whether each one moved is decided when it ends (refcount check).
+        """
+        self.check_range(page, pages)
+        self.check_cpu(cpu)
+        self.busy_ns += self.costs.syscall_ns
+        end = page + pages
+        if not mm.covered(page, end):
+            raise KernelError(
+                f"mm {mm.name}: migrate of pages {page}..{end - 1}: part of the range is "
+                "not mapped (ENOMEM)"
+            )
+        self.lru_add_drain_all()
+        started = 0
+        seen: set[int] = set()
+        for p in range(page, end):
+            pte = mm.pt.get(p, 0)
+            if not pte & 1 or pte_pfn(pte) == ZERO_PFN:
+                continue
+            folio = self.frames[pte_pfn(pte)]
+            if id(folio) in seen:
+                continue
+            seen.add(id(folio))
+            started += self.migrate(folio, duration_ns, cpu)
+        return started
+
+    @operation
+    def mlock(self, mm: MM, page: int, pages: int, cpu: int = 0) -> list[FaultRecord]:
+        """mlock() of ``[page, page+pages)`` (VM_LOCKED, populated: see mlock.py)."""
+        self.check_range(page, pages)
+        self.check_cpu(cpu)
+        self.busy_ns += self.costs.syscall_ns
+        return mlock_range(self, mm, page, pages, cpu)
+
+    @operation
+    def munlock(self, mm: MM, page: int, pages: int) -> None:
+        """munlock() of ``[page, page+pages)``."""
+        self.check_range(page, pages)
+        self.busy_ns += self.costs.syscall_ns
+        munlock_range(self, mm, page, pages)
+
+    @operation
+    def speculative_ref(self, mm: MM, page: int, pages: int = 1) -> int:
+        """Take the transient reference another CPU's GUP-fast (or a PFN walker) holds
+        for a moment on each present page of ``[page, page+pages)``; returns how many
+        were taken. :meth:`drop_speculative` drops them (see gup.py)."""
+        self.check_range(page, pages)
+        return take_speculative(self, mm, page, pages)
+
+    def drop_speculative(self) -> None:
+        """Drop every speculative reference taken by :meth:`speculative_ref`."""
+        drop_speculative(self)
 
     @operation
     def mremap(self, mm: MM, page: int, pages: int, new_page: int) -> None:

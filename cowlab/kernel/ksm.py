@@ -14,6 +14,7 @@ from cowlab.geometry import (
 from cowlab.kernel.errors import KernelError
 from cowlab.kernel.folio import ZERO_PFN, Folio
 from cowlab.kernel.mm import MM
+from cowlab.kernel.thp import split_pmds_in
 
 if TYPE_CHECKING:
     from cowlab.kernel.kernel import Kernel
@@ -86,3 +87,36 @@ def write_protect_page(k: Kernel, mm: MM, page: int, folio: Folio, sub: int) -> 
         folio.dirty = True
     mm.pt[page] = pte_wrprotect(pte)
     return True
+
+
+def unmerge_range(k: Kernel, mm: MM, start: int, end: int, cpu: int) -> None:
+    """MADV_UNMERGEABLE (ksm_madvise() -> unmerge_ksm_pages() -> break_ksm()).
+
+    Every KSM page mapped in ``[start, end)`` is replaced by a private copy, then the
+    range loses VM_MERGEABLE so ksmd leaves it alone. break_ksm() does so by faulting:
+    up to v6.0 a write fault (FAULT_FLAG_WRITE | FAULT_FLAG_REMOTE, without storing
+    anything), which runs do_wp_page() and so asks the era's reuse rule like any COW
+    fault: v5.7/v5.8's reuse_ksm_page() reuses a KSM page mapped only here, from v5.9
+    (09854ba94c6a) a KSM page is always copied. v6.1 (6cce3314b928 "mm/ksm: fix KSM COW
+    breaking with userfaultfd-wp via FAULT_FLAG_UNSHARE") uses an unshare fault instead,
+    whose copy is mapped read-only; cowlab has no facility for that boundary and uses
+    the write fault in every era except in a read-only mapping, where only an unshare
+    fault can break it, and which before v5.19 is left merged (see docs/kernel-model.md).
+    A swapped-out KSM page is left
+    alone, as follow_page() does not see it.
+    """
+    for p in range(start, end):
+        pte = mm.pt.get(p, 0)
+        if not pte & 1 or pte_pfn(pte) == ZERO_PFN:
+            continue
+        if not k.frames[pte_pfn(pte)].ksm:
+            continue
+        vma = k.vma_or_error(mm, p)
+        if vma.writable:
+            k.handle_fault(mm, vma, p, cpu, write=True, record=True)
+        elif k.config.anon_exclusive:
+            k.handle_fault(mm, vma, p, cpu, write=False, record=True, unshare=True)
+        # else: a read-only mapping before v5.19 keeps the KSM page (a departure).
+    split_pmds_in(k, mm, start, end)
+    for vma in mm.split_range(start, end):
+        vma.mergeable = False

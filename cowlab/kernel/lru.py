@@ -5,8 +5,10 @@ Models mm/swap.c: a folio added to the LRU first waits in the adding CPU's
 fills (15 entries, 31 from v6.9) or is drained. ``lru_add_drain()`` empties
 only the local CPU's batches; ``lru_add_drain_all()`` every CPU's. Other batches
 (``deactivate`` for MADV_COLD, ``move_tail`` when writeback of a reclaimed
-folio ends) hold references the same way. Large folios never wait in a batch
-(they drain it at once), as ``folio_batch_add_and_move()`` does for them.
+folio ends, ``lazyfree`` for MADV_FREE: lru_lazyfree_fn(), 802a3a92ad7a, v4.12) hold
+references the same way; unlike ``lru_add``, their folios keep PG_lru while queued.
+Large folios never wait in a batch (they drain it at once), as
+``folio_batch_add_and_move()`` does for them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 
 from cowlab.kernel.folio import LRU_BATCH, Folio
 
-BATCH_NAMES = ("lru_add", "deactivate", "move_tail")
+BATCH_NAMES = ("lru_add", "deactivate", "move_tail", "lazyfree")
 
 
 class Lru:
@@ -82,6 +84,11 @@ class Lru:
                 elif batch == "move_tail" and folio.lru:
                     self.inactive.pop(folio.pfn, None)
                     self.inactive[folio.pfn] = folio
+                elif batch == "lazyfree" and folio.lru and folio.anon and not folio.swapcache:
+                    # lru_lazyfree(): clear PG_swapbacked and move it to the inactive
+                    # (file) list, where reclaim finds it first.
+                    folio.lazyfree = True
+                    self.add_to_list(folio, "inactive")
             folio.put(LRU_BATCH, (cpu, batch))
             if folio.refcount == 0:
                 self.release(folio)

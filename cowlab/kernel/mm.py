@@ -9,6 +9,7 @@ The physical page a present PTE maps is found through its PFN.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from dataclasses import dataclass, field
 
 PROTS = ("none", "r", "rw")
@@ -22,7 +23,7 @@ class VMA:
     Flags follow the kernel's: ``dontfork`` (VM_DONTCOPY), ``mergeable``
     (VM_MERGEABLE), ``uffd_wp`` (registered with UFFDIO_REGISTER_MODE_WP),
     ``softdirty`` (VM_SOFTDIRTY: set means soft-dirty tracking is *not* active,
-    cleared by writing 4 to /proc/pid/clear_refs).
+    cleared by writing 4 to /proc/pid/clear_refs), ``locked`` (VM_LOCKED: mlock()).
     """
 
     start: int
@@ -35,6 +36,9 @@ class VMA:
     softdirty: bool = True
     #: hugetlb page order (9: 2 MiB, 18: 1 GiB), 0 for ordinary anonymous memory.
     hugetlb: int = 0
+    #: VM_LOCKED (mlock()): its pages are unevictable, and do_swap_page() frees the swap
+    #: slot of a page swapped in here. Not inherited by fork (dup_mmap() clears it).
+    locked: bool = False
 
     @property
     def pages(self) -> int:
@@ -73,17 +77,7 @@ class VMA:
 
     def split_copy(self, start: int, end: int) -> VMA:
         """A VMA with the same flags over ``[start, end)``."""
-        return VMA(
-            start,
-            end,
-            self.prot,
-            self.thp,
-            self.dontfork,
-            self.mergeable,
-            self.uffd_wp,
-            self.softdirty,
-            self.hugetlb,
-        )
+        return dataclasses.replace(self, start=start, end=end)
 
 
 def _vma_start(vma: VMA) -> int:

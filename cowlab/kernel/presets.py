@@ -91,6 +91,15 @@ class KernelConfig:
     mthp_swapout: bool = False
     #: swap readahead window 2^page_cluster (vm.page-cluster, default 3).
     page_cluster: int = 3
+    #: v6.2+ (84209e87c696 "mm/gup: reliable R/O long-term pinning in COW mappings"): a
+    #: R/O FOLL_LONGTERM pin of the shared zero page in a COW mapping first unshares it
+    #: (a new exclusive page, mapped read-only).
+    gup_longterm_unshares_zero_page: bool = False
+    #: v6.12+ (242d12c98174 "mm: support large folios swap-in for sync io devices"): a
+    #: swap fault on a synchronous device whose entry has swap count 1 swaps in a whole
+    #: mTHP-sized folio when every PTE of the aligned range holds a contiguous swap entry
+    #: that is not in the swapcache (swapin.py).
+    swapin_large_folio: bool = False
 
     def with_overrides(
         self, overrides: Mapping[str, object], *, where: str = "kernel"
@@ -209,11 +218,11 @@ _V6_2 = dataclasses.replace(
     _V5_19,
     name="v6.2",
     description="v6.2..v6.8: as v5.19; mprotect / uffd-wp map exclusive pages writable "
-    "(64fe24a3e05e, v6.0), clean ones too (d84887739d5c); v6.8's mTHP (19eaf44954df) "
-    "comes with the v6.9 preset",
+    "(64fe24a3e05e, v6.0), clean ones too (d84887739d5c); a R/O longterm pin unshares "
+    "the zero page (84209e87c696); v6.8's mTHP (19eaf44954df) comes with the v6.9 preset",
     mprotect_upgrade_exclusive=True,
     mprotect_upgrade_clean=True,
-    # facilities branch enables gup_longterm_unshares_zero_page here (84209e87c696)
+    gup_longterm_unshares_zero_page=True,
 )
 _V6_9 = dataclasses.replace(
     _V6_2,
@@ -237,8 +246,9 @@ _V6_11 = dataclasses.replace(
 _V6_12 = dataclasses.replace(
     _V6_11,
     name="v6.12",
-    description="v6.12..v6.14: as v6.11; large-folio swap-in from synchronous devices",
-    # facilities branch enables swapin_large_folio here
+    description="v6.12..v6.14: as v6.11; large-folio swap-in from synchronous devices "
+    "(242d12c98174)",
+    swapin_large_folio=True,
 )
 _V6_15 = dataclasses.replace(
     _V6_12,

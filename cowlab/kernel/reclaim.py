@@ -18,15 +18,20 @@ from cowlab.geometry import (
     _PAGE_ACCESSED,
     make_swap_pte,
     pte_dirty,
+    pte_mkclean,
     pte_mkold,
     pte_pfn,
     pte_soft_dirty,
     pte_uffd_wp,
+    pte_young,
+    swp_offset,
 )
 from cowlab.kernel.folio import ISOLATED, PTE, ZERO_PFN, Folio
+from cowlab.kernel.migrate import is_migration_entry
+from cowlab.kernel.mlock import folio_mlocked
 from cowlab.kernel.mm import MM
 from cowlab.kernel.swap import SwapFullError
-from cowlab.kernel.thp import split_deferred, split_folio, split_pmd
+from cowlab.kernel.thp import split_deferred, split_folio, split_pmd, split_pmds_in
 
 if TYPE_CHECKING:
     from cowlab.kernel.kernel import Kernel
@@ -91,6 +96,12 @@ def reclaim_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
     cfg = k.config
     if folio.lock is not None or folio.writeback or folio.ksm or folio.hugetlb:
         return putback_folio(k, folio, cpu, who)
+    if folio_mlocked(k, folio):
+        # folio_evictable() is false for an mlocked folio: it is kept (upstream culls it
+        # to the unevictable list; here it goes back and is never reclaimed).
+        return putback_folio(k, folio, cpu, who)
+    if folio.lazyfree:
+        return discard_lazyfree(k, folio, cpu, who)
     if folio.order and folio.swap_entry is None and folio.order < 9 and not cfg.mthp_swapout:
         # Before v6.10 an mTHP folio is split to be swapped out page by page; the pieces
         # go back to the LRU and are reclaimed on their own.
@@ -176,6 +187,84 @@ def reclaim_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
 #: batch): MADV_PAGEOUT's reclaim_pages(). kswapd and direct reclaim use
 #: move_folios_to_lru(), which puts them straight back on the list.
 BATCHED_PUTBACK = ("pageout",)
+
+
+def madvise_free(k: Kernel, mm: MM, start: int, end: int, cpu: int) -> None:
+    """MADV_FREE (854e9ed09ded, v4.5; madvise_free_pte_range() in mm/madvise.c).
+
+    After draining the local batch (madvise_free_single_vma()), for each page of the range:
+    a swap PTE is dropped at once (free_swap_and_cache(), the PTE cleared: the data is
+    gone); a present page that is dirty or in the swapcache is skipped when it is locked
+    or mapped more than once, or when its swapcache cannot be freed, and otherwise loses
+    PG_dirty; its PTE is made old and clean; and the folio is queued in the local
+    ``lazyfree`` batch (mark_page_lazyfree() / folio_mark_lazyfree(): only a folio on the
+    LRU, not in the swapcache, not mlocked), which holds a reference on it until the batch
+    drains and clears PG_swapbacked. Reclaim then discards it (:func:`discard_lazyfree`)
+    unless it was written again. Large folios are left alone here (upstream splits an
+    exclusive one first, or keeps a whole PMD THP); the zero page is skipped.
+    """
+    k.lru_add_drain(cpu)
+    pt = mm.pt
+    split_pmds_in(k, mm, start, end)
+    for p in range(start, end):
+        pte = pt.get(p, 0)
+        if not pte:
+            continue
+        if not pte & 1:
+            if is_migration_entry(pte):
+                continue
+            del pt[p]
+            k.free_swap_and_cache(swp_offset(pte), mm.id)
+            continue
+        pfn = pte_pfn(pte)
+        if pfn == ZERO_PFN:
+            continue
+        folio = k.frames[pfn]
+        sub = pfn - folio.pfn
+        if folio.order or folio.hugetlb:
+            continue
+        if folio.swap_entry is not None or folio.dirty:
+            if folio.lock is not None or folio.page_mapcount(sub) != 1:
+                continue
+            if folio.swap_entry is not None and not k.try_to_free_swap(folio):
+                continue
+            folio.dirty = False
+        if pte_young(pte) or pte_dirty(pte):
+            pt[p] = pte_mkclean(pte_mkold(pte))
+            k.flush_tlb(mm, cpu)
+        if folio.lru and folio.swap_entry is None and not folio.lazyfree and not folio_mlocked(
+            k, folio
+        ):
+            k.lru.add(folio, cpu, "lazyfree")
+
+
+def discard_lazyfree(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
+    """try_to_unmap_one() on a MADV_FREE'd folio: discard it if nobody wrote it since.
+
+    Every mapping is checked: a dirty PTE (a write after MADV_FREE) or PG_dirty means the
+    data is live again, so the folio gets PG_swapbacked back and stays (it is swapped out
+    like any other page next time). Otherwise it is discarded if the only references are
+    the isolation and the mappings (the refcount check of 6c8e2a256915, v5.18, "mm: fix
+    race between MADV_FREE reclaim and blkdev direct IO read"; a GUP or batch reference
+    keeps it): every PTE is cleared to pte_none, so the next read maps the zero page and
+    the next write a new zeroed page. Returns True if it was discarded.
+    """
+    mappings = [(owner, sub) for kind, owner, sub in folio.ledger if kind == PTE]
+    redirtied = folio.dirty or any(pte_dirty(k.mms[o[0]].pt[o[1]]) for o, _ in mappings)
+    if redirtied or folio.refcount != 1 + folio.large_mapcount:
+        folio.lazyfree = False  # folio_set_swapbacked(): an ordinary anon folio again
+        if redirtied:
+            folio.dirty = True
+        return putback_folio(k, folio, cpu, who)
+    for owner, sub in mappings:
+        mm_id, page = owner
+        mm = k.mms[mm_id]
+        del mm.pt[page]
+        folio.unmap_pte(owner, sub)
+        k.flush_tlb(mm, cpu)
+    folio.lazyfree = False
+    k.put_ref(folio, ISOLATED, who)
+    return True
 
 
 def putback_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:

@@ -91,6 +91,13 @@ class SwapDevice:
         self._next = start + nr
         return start
 
+    def full(self) -> bool:
+        """vm_swap_full(): more than half of the swap slots are in use (slot 0, the
+        header, is not swap space)."""
+        total = self.nr_slots - 1
+        used = self._next - 1 - len(self._free)
+        return (total - used) * 2 < total
+
     def in_use(self, offset: int) -> bool:
         """A slot is in use while a swap PTE or the swapcache refers to it."""
         return self.swap_map.get(offset, 0) > 0 or offset in self.cache

@@ -9,6 +9,9 @@
   decides;
 * v6.11+ (c18160dba5ff) an exclusive page is mapped writable even on a read fault
   (writable but clean: only a write dirties the PTE).
+* v6.12+ (242d12c98174) a fault that bypasses the swapcache on a synchronous device may
+  swap in a whole mTHP folio (:func:`large_swapin_order`, facility
+  ``swapin_large_folio``).
 """
 
 from __future__ import annotations
@@ -17,16 +20,20 @@ from typing import TYPE_CHECKING
 
 from cowlab.geometry import (
     make_pte,
+    make_swap_pte,
     pte_swp_exclusive,
     pte_swp_soft_dirty,
     pte_swp_uffd_wp,
     swp_offset,
+    swp_type,
 )
 from cowlab.kernel.clock import Sleep
 from cowlab.kernel.fault import FaultRecord
 from cowlab.kernel.folio import FAULT, Folio
+from cowlab.kernel.mlock import folio_mlocked
 from cowlab.kernel.mm import MM, VMA
 from cowlab.kernel.safety import judge, page_truth
+from cowlab.kernel.thp import parse_thp
 
 if TYPE_CHECKING:
     from cowlab.kernel.kernel import Kernel
@@ -88,6 +95,9 @@ def do_swap_page(
     if folio is None:
         k.counters["pgmajfault"] += 1
         if swap.synchronous and swap.count(offset) == 1:
+            order = large_swapin_order(k, mm, vma, page, pte) if cfg.swapin_large_folio else 0
+            if order:
+                return swapin_large_folio(k, mm, vma, page, pte, order, cpu, write)
             # SWP_SYNCHRONOUS_IO: read straight into a new folio, skipping the swapcache.
             folio = k.alloc_folio(0)
             # The fault's own reference first: the batch may drain (and drop its
@@ -156,14 +166,19 @@ def do_swap_page(
     ):
         k.lru_add_drain(cpu)
     # Then free the entry, try to free the swapcache when likely exclusive, and map
-    # writable only when certainly exclusive.
+    # writable only when certainly exclusive. In every era the swapcache is also freed
+    # when the VMA is VM_LOCKED, the folio mlocked or swap more than half full (up to
+    # v5.17 after mapping, from v5.18 in should_try_to_free_swap(); the order does not
+    # change the outcome of a read fault).
     _swap_free(k, offset, mm.id)
-    if (
-        folio.swap_entry is not None
-        and write
-        and not folio.ksm
-        and folio.refcount == 1 + folio.nr_pages
-        and cfg.swapin_refcount_reuse
+    if folio.swap_entry is not None and (
+        locked_or_swap_full(k, vma, folio)
+        or (
+            write
+            and not folio.ksm
+            and folio.refcount == 1 + folio.nr_pages
+            and cfg.swapin_refcount_reuse
+        )
     ):
         k.try_to_free_swap(folio)
     certainly_exclusive = (
@@ -207,6 +222,106 @@ def do_swap_page(
     return None
 
 
+def large_swapin_order(k: Kernel, mm: MM, vma: VMA, page: int, pte: int) -> int:
+    """alloc_swap_folio() (v6.12, 242d12c98174): the mTHP order to swap in at once, or 0.
+
+    Called only where do_swap_page() skips the swapcache (a synchronous device and a
+    swap count of 1 on the faulting entry). The order is the mapping's mTHP size
+    (cowlab enables one size per mapping; a PMD-size THP is never swapped in whole) and
+    applies when the mapping is not userfaultfd-armed, the naturally aligned range lies
+    inside the VMA, the swap offset is aligned like the address
+    (thp_swap_suitable_orders()), and every PTE of the range is a swap entry of the
+    same device, with consecutive offsets and the same exclusive / soft-dirty / uffd-wp
+    bits as the faulting one (can_swapin_thp() -> swap_pte_batch()), none of whose
+    slots is in the swapcache. zswap and the swap zeromap are not modelled (both would
+    fall back to a base page when in use).
+    """
+    order = parse_thp(vma.thp)
+    if not 2 <= order < 9 or not k.config.mthp or k.machine.thp == "never":
+        return 0
+    if vma.uffd_wp or order not in k.geometry.mthp_orders:
+        return 0
+    nr = 1 << order
+    start = page & ~(nr - 1)
+    offset = swp_offset(pte)
+    if start < vma.start or start + nr > vma.end or page % nr != offset % nr:
+        return 0
+    first = offset - (page - start)
+    typ = swp_type(pte)
+    for i in range(nr):
+        expected = make_swap_pte(
+            typ,
+            first + i,
+            exclusive=pte_swp_exclusive(pte),
+            soft_dirty=pte_swp_soft_dirty(pte),
+            uffd_wp=pte_swp_uffd_wp(pte),
+        )
+        if mm.pt.get(start + i, 0) != expected or (first + i) in k.swap.cache:
+            return 0
+    return order
+
+
+def swapin_large_folio(
+    k: Kernel, mm: MM, vma: VMA, page: int, pte: int, order: int, cpu: int, write: bool
+) -> FaultRecord | None:
+    """do_swap_page() with a large folio from alloc_swap_folio() (v6.12, 242d12c98174).
+
+    The folio never enters the swapcache, so it is exclusive: every page gets
+    PageAnonExclusive and all ``nr`` PTEs are set at once with the same permissions
+    (set_ptes()): writable when the mapping is writable and the fault writes (or, from
+    v6.11, c18160dba5ff, on a read too), unless soft-dirty tracking needs the write
+    fault; dirty only on a write fault. Every swap entry of the range is freed
+    (swap_free_nr()); the device reads the whole folio (pswpin counts base pages). A
+    write is then the kernel's own reuse (fault ``swap``, reason ``swapin_exclusive``)
+    and the policy is not asked.
+    """
+    cfg = k.config
+    swap = k.swap
+    nr = 1 << order
+    start = page & ~(nr - 1)
+    first = swp_offset(pte) - (page - start)
+    folio = k.alloc_folio(order)
+    folio.get(FAULT, mm.id)
+    for i in range(nr):
+        folio.data[i] = swap.contents.get(first + i)
+    k.counters["pswpin"] += nr
+    k.charge(swap.spec.read_ns * nr)
+    soft_dirty = pte_swp_soft_dirty(pte)
+    wp_tracking = vma.softdirty_tracking and not soft_dirty
+    writable = (
+        vma.writable and not wp_tracking and (write or cfg.swapin_map_writable_on_read)
+    )
+    for i in range(nr):
+        _swap_free(k, first + i, mm.id)
+        if cfg.anon_exclusive:
+            folio.pae[i] = True
+        mm.pt[start + i] = make_pte(
+            folio.pfn + i, write=writable, dirty=writable and write, soft_dirty=soft_dirty
+        )
+        folio.map_pte((mm.id, start + i), i)
+    k.lru.add(folio, cpu)  # a large folio goes to the LRU at once
+    k.put_ref(folio, FAULT, mm.id)
+    index = page - start
+    if write and writable:
+        k.counters["swapin_reuse"] += 1
+        truth = page_truth(folio, index, mm.id, page, cpu, k.gups, swap)
+        return FaultRecord(
+            mm.name, page, cpu, "swap", "reuse", "swapin_exclusive",
+            judge(truth, True), truth.exclusive,
+        )
+    if write:
+        return k.wp_fault(mm, vma, page, mm.pt[page], cpu, fault_kind="swap")
+    return None
+
+
+def locked_or_swap_full(k: Kernel, vma: VMA, folio: Folio) -> bool:
+    """do_swap_page()'s unconditional reasons to free the swapcache after a swap-in:
+    mem_cgroup_swap_full() (vm_swap_full() here: no cgroup-v2 swap limit is modelled),
+    VM_LOCKED on the faulting VMA, or PageMlocked. Same rule v5.7..v6.15 (from v5.18 it
+    is the first test of should_try_to_free_swap(), c145e0b47c77)."""
+    return vma.locked or k.swap.full() or folio_mlocked(k, folio)
+
+
 def _swap_free(k: Kernel, offset: int, mm_id: int) -> None:
     """swap_free() of the faulting PTE's entry (the folio still holds the slot if cached)."""
     k.swap.free_entry(offset, mm_id)
@@ -237,6 +352,10 @@ def finish_swap_path(
         k.swap.delete_from_cache(folio)
         folio.dirty = True
         k.charge(k.costs.free_swap_ns)
+    elif folio.swap_entry is not None and locked_or_swap_full(k, vma, folio):
+        # After mapping: "if (mem_cgroup_swap_full(page) || (vma->vm_flags & VM_LOCKED) ||
+        # PageMlocked(page)) try_to_free_swap(page)"; do_wp_page() then sees no swapcache.
+        k.try_to_free_swap(folio)
     soft_dirty = pte_swp_soft_dirty(pte)
     # maybe_mkwrite(pte_mkdirty()): writable only in a VMA with VM_WRITE.
     new = make_pte(folio.pfn + index, write=reuse and vma.writable, dirty=reuse,

@@ -5,6 +5,22 @@ is live there and a COW copy needs a remote TLB shootdown); the main thread loop
 ``nops`` times over: MADV_PAGEOUT of ``npages`` pages, then for each page a read
 (which swaps it back in, mapped read-only) followed by a timed write. Whether that
 write reuses the page or copies it is exactly what v5.8 -> v5.9 -> v5.18 changed.
+
+On an asynchronous device (ssd, nvme) the swap-out of a page is only started by
+MADV_PAGEOUT: the folio stays in the swapcache under writeback for the device's write
+latency, and a folio under writeback cannot be reclaimed (shrink_folio_list() keeps it,
+"case 2" of its writeback handling). A page the write reused in place (v5.7/v5.8's
+reuse_swap_page(), v5.19's PageAnonExclusive) is still under writeback when the next
+iteration's MADV_PAGEOUT comes, so that call leaves it mapped and writable, and the
+iteration's read and write do not fault at all: before this was handled, the loop ran
+its ``nops`` iterations with a decision only once per write latency (10 decisions for
+2,000 iterations on an ssd with v5.19). The loop therefore does what a program timing
+swap-in faults has to do: after MADV_PAGEOUT it reads /proc/self/pagemap, and while a
+page of the buffer is still present and swap I/O is in flight it sleeps until that I/O
+completes and calls MADV_PAGEOUT again, so every iteration really swaps every page out
+and times a real fault. The pagemap read is not charged (it is outside the timed
+fault); on a synchronous device the first MADV_PAGEOUT always succeeds, so those runs
+are unchanged.
 """
 
 from __future__ import annotations
@@ -73,6 +89,21 @@ class Forceswap:
         while True:
             yield from t.think(1_000_000)
 
+    def _until_swapped_out(self, t: Thread) -> ThreadGen:
+        """Repeat MADV_PAGEOUT after each swap I/O completion while a page of the buffer is
+        still present (pagemap's present bit) and I/O is in flight (see the module
+        docstring). A page that cannot be swapped out with no I/O pending stays mapped."""
+        mm = t.mm
+        assert mm is not None
+        k = t.kernel
+        npages = self.p.npages
+        while any(mm.pt.get(page, 0) & 1 for page in range(npages)):
+            due = k.clock.next_event_time()
+            if due is None:
+                return
+            yield from t.sleep(max(1, due - k.clock.now))
+            yield from t.madvise(mm, 0, npages, "pageout")
+
     def _main(self, t: Thread) -> ThreadGen:
         mm = t.mm
         assert mm is not None
@@ -81,6 +112,11 @@ class Forceswap:
             yield from t.write(mm, page)
         for _ in range(p.nops):
             yield from t.madvise(mm, 0, p.npages, "pageout")
+            pt = mm.pt
+            for page in range(p.npages):
+                if pt.get(page, 0) & 1:
+                    yield from self._until_swapped_out(t)
+                    break
             for page in range(p.npages):
                 yield from t.read(mm, page)
                 yield from t.think(p.think_ns)

@@ -98,3 +98,82 @@ def test_the_same_threads_give_the_same_run(kernel: KernelFactory) -> None:
                 tuple((r.page, r.outcome, r.time_ns) for r in k.records))
 
     assert once() == once()
+
+
+def test_a_thread_blocked_on_a_lock_with_no_release_time_runs_once_another_thread_unlocks(
+    kernel: KernelFactory,
+) -> None:
+    """Sleep(None): parked as blocked, retried after other threads run, not a stall while
+    a live thread can still release the lock."""
+    k = kernel("v5.7", cpus=2)
+    engine = Engine(k)
+    mm = k.create_mm("m")
+    k.mmap(mm, 0, 1)
+    k.write(mm, 0)
+    k.fork(mm, "child")
+    folio = next(iter(k.frames.values()))
+    k.lock_folio(folio, "held")
+    done: list[int] = []
+
+    def writer(t: Thread) -> ThreadGen:
+        yield from t.write(mm, 0)  # legacy sleeps on the page lock
+        done.append(k.clock.now)
+
+    def releaser(t: Thread) -> ThreadGen:
+        yield from t.think(5_000)
+        k.unlock_folio(folio)
+        yield from t.think(1)
+
+    engine.spawn("writer", writer, cpu=0, mm=mm)
+    engine.spawn("releaser", releaser, cpu=1)
+    engine.run()
+    assert engine.end_reason == "finished"
+    assert done and done[0] >= 5_000
+    assert k.records[-1].outcome == "copy"  # the child still maps it
+
+
+def test_every_live_thread_blocked_with_nothing_pending_is_a_stall(
+    kernel: KernelFactory,
+) -> None:
+    import pytest
+
+    from cowlab.kernel.errors import StallError
+
+    k = kernel("v5.7", cpus=2)
+    engine = Engine(k)
+    mm = k.create_mm("m")
+    k.mmap(mm, 0, 1)
+    k.write(mm, 0)
+    k.fork(mm, "child")
+    k.lock_folio(next(iter(k.frames.values())), "leaked")
+
+    def writer(t: Thread) -> ThreadGen:
+        yield from t.write(mm, 0)
+
+    def spinner(t: Thread) -> ThreadGen:  # a daemon cannot wake it
+        while True:
+            yield from t.think(1_000)
+
+    engine.spawn("writer", writer, cpu=0, mm=mm)
+    engine.spawn("spinner", spinner, cpu=1, daemon=True)
+    with pytest.raises(StallError, match="every live thread is blocked") as info:
+        engine.run()
+    assert [b.name for b in info.value.blocked] == ["writer"]
+    assert "locked by leaked, no release pending" in info.value.blocked[0].waits_on
+
+
+def test_the_end_reason_tells_a_budget_stop_from_a_finished_run(kernel: KernelFactory) -> None:
+    k = kernel("v5.19")
+    engine = Engine(k)
+
+    def worker(t: Thread) -> ThreadGen:
+        for _ in range(10):
+            yield from t.think(1_000)
+
+    engine.spawn("w", worker)
+    engine.run(until_ns=3_500)
+    assert engine.end_reason == "time"
+    engine.run(stop=lambda: k.clock.now >= 6_000)
+    assert engine.end_reason == "stopped"
+    engine.run()
+    assert engine.end_reason == "finished"
