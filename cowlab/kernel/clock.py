@@ -94,6 +94,6 @@ class Sleep(Exception):
         self.until_ns = until_ns
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type[Sleep], tuple[int, str]]:
+    def __reduce__(self) -> tuple[type[Sleep], tuple[int | None, str]]:
         # A process pool ships exceptions back to the parent: rebuild from both arguments.
         return type(self), (self.until_ns, self.reason)
