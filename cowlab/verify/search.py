@@ -198,7 +198,8 @@ class VerifyResult:
     kernel: str
     bounds: Bounds
     ops: tuple[str, ...]
-    #: "counterexample", "safe" (the bound was exhausted) or "error" (policy raised).
+    #: "counterexample", "safe" (the bound was exhausted), "error" (the policy raised)
+    #: or "budget" (a time budget ran out first).
     status: str
     depth_completed: int
     explored: int
@@ -257,6 +258,9 @@ class VerifyResult:
                     f"{self.universe()}{extra}")
         if self.status == "error":
             return f"error: {self.error}"
+        if self.status == "budget":
+            return (f"time budget spent: depth {self.depth_completed} completed over this "
+                    f"universe: {self.universe()}")
         assert self.counterexample is not None and self.violation is not None
         v = self.violation
         what = "random: counterexample" if self.mode == "random" else "counterexample"
@@ -285,9 +289,12 @@ Progress = Callable[[dict[str, Any]], None]
 
 
 def search(setup: Setup, *, policy_label: str, executor: Any = None,
-           progress: Progress | None = None, shrink: bool = True) -> VerifyResult:
+           progress: Progress | None = None, shrink: bool = True,
+           time_budget_s: float | None = None) -> VerifyResult:
     """Run the bounded breadth-first search of ``setup`` on ``executor``
-    (default: in process)."""
+    (default: in process). With ``time_budget_s`` the search stops after the chunk
+    that passes the budget (status "budget"; ``depth_completed`` is the last level
+    finished): the scaling measurement's mode, not a verdict."""
     from cowlab.executors import InProcessExecutor
     from cowlab.verify.shrink import shrink_counterexample
 
@@ -357,6 +364,10 @@ def search(setup: Setup, *, policy_label: str, executor: Any = None,
                                   "elapsed": time.perf_counter() - start,
                                   "chunks_done": want, "chunks": len(chunks)})
                 if found:
+                    break
+                if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
+                    result_kw = {"status": "budget"}
+                    found = True
                     break
         finally:
             close = getattr(stream, "close", None)

@@ -64,7 +64,7 @@ class Bounds:
     policies that do not look at CPU numbers; see docs/verify.md).
     """
 
-    depth: int = 5
+    depth: int = 4
     mms: int = 2
     pages: int = 1
     cpus: int = 2
