@@ -66,7 +66,7 @@ def test_exclusive_on_v519_copies_under_a_ro_foll_get_reference() -> None:
     r = verify("exclusive", "v5.19", Bounds(depth=4, ops=("write", "fork", "gup-get")))
     assert r.status == "counterexample" and r.violation is not None
     assert r.violation["violation"] == "pin_incoherent"
-    assert [s for s in r.counterexample or [] if s["op"] == "gup"][0]["kind"] == "get"
+    assert next(s for s in r.counterexample or [] if s["op"] == "gup")["kind"] == "get"
 
 
 def test_exclusive_on_v519_is_safe_without_foll_get_to_depth_3() -> None:
@@ -123,7 +123,7 @@ def test_a_counterexample_replays_to_the_same_violation_with_scenario_run(
 
 
 def _comparable(r: Any) -> dict[str, Any]:
-    d = r.to_dict()
+    d: dict[str, Any] = r.to_dict()
     for key in ("seconds", "states_per_s"):
         d.pop(key)
     return d
@@ -154,7 +154,7 @@ def _problem(policy: str) -> Problem:
 
 
 def test_delta_debugging_drops_every_step_the_violation_does_not_need() -> None:
-    noisy = [
+    noisy: list[dict[str, Any]] = [
         {"op": "read", "mm": "m0", "page": 0, "cpu": 1},
         {"op": "lru_drain", "cpu": "all"},
         {"op": "fork", "mm": "m0", "child": "m1"},
@@ -207,7 +207,7 @@ class _Raises:
 
 
 def test_a_policy_that_raises_is_reported_not_explored_past() -> None:
-    r = verify(_Raises(), "v5.19", Bounds(depth=2, ops=("write", "fork")))  # type: ignore[arg-type]
+    r = verify(_Raises(), "v5.19", Bounds(depth=2, ops=("write", "fork")))
     assert r.status == "error" and r.error is not None and "boom" in r.error
 
 
@@ -216,3 +216,17 @@ def test_assert_safe_up_to_passes_safe_rules_and_prints_the_scenario_otherwise()
     with pytest.raises(AssertionError, match="leak") as info:
         assert_safe_up_to("always-reuse", "v5.19", depth=2)
     assert "steps:" in str(info.value) and "op: fork" in str(info.value)
+
+
+def test_the_thp_family_maps_the_initial_pages_as_one_mthp_folio() -> None:
+    from cowlab.kernels import resolve_kernel
+    from cowlab.plugins import get_registry
+    from cowlab.verify.sim import Sim
+
+    setup = make_setup(get_registry().make_policy("large-strict"), "large-strict",
+                       resolve_kernel("v6.9"), Bounds(pages=4))
+    assert "thp" in setup.ops
+    assert {f.order for f in Sim(setup.problem).kernel.frames.values()} == {2}
+    old = make_setup(get_registry().make_policy("exclusive"), "exclusive",
+                     resolve_kernel("v5.19"), Bounds(pages=4))
+    assert "thp" not in old.ops

@@ -79,7 +79,7 @@ def test_states_differing_only_by_mm_names_and_pfns_merge() -> None:
 def test_states_that_behave_differently_never_merge() -> None:
     p = _problem(pages=2)
     w = {"op": "write", "mm": "m0", "page": 0, "cpu": 0}
-    seqs = [
+    seqs: list[list[dict[str, Any]]] = [
         [FORK],
         [FORK, w],
         [FORK, {"op": "gup", "mm": "m0", "page": 0, "kind": "pin", "write": False,
