@@ -152,7 +152,7 @@ def _md(data: dict[str, Any]) -> str:
         f"Made by `{data['command']}` on {data['machine']} ({data['date']}).",
         "",
         f"Default bound: depth {b['depth']}, {b['mms']} mms, {b['pages']} page, "
-        f"{b['cpus']} CPUs, swap zram, op families: {', '.join(FAMILIES if b['ops'] == 'all' else b['ops'])} "
+        f"{b['cpus']} CPUs, swap zram, op families: {', '.join(FAMILIES)} "
         "(thp only where the preset has mTHP and the mapping can hold one; with 1 page "
         "it cannot). A cell is either `safe to N` (every sequence of N steps explored, "
         "no avoidable violation) or the length of the shortest counterexample and its "
