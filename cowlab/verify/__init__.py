@@ -22,8 +22,13 @@ from cowlab.kernel.policy import Policy
 from cowlab.kernel.presets import KernelConfig
 from cowlab.verify.scenario_out import to_scenario, write_scenario
 from cowlab.verify.search import VerifyResult, make_setup, search
-from cowlab.verify.universe import DEFAULT_OPS, FAMILIES, Bounds, UniverseError, \
-    thp_unavailable_reason
+from cowlab.verify.universe import (
+    DEFAULT_OPS,
+    FAMILIES,
+    Bounds,
+    UniverseError,
+    thp_unavailable_reason,
+)
 
 __all__ = ["DEFAULT_OPS", "FAMILIES", "Bounds", "UniverseError", "VerifyResult",
            "resolve", "to_scenario", "verify", "write_scenario"]

@@ -124,8 +124,9 @@ def _setup_from_spec(spec: dict[str, Any]) -> Setup:
 
         policy = get_registry().make_policy(spec["policy"], where="--policy")
         config = KernelConfig(**spec["kernel"])
-        geometry = Geometry(**{k: tuple(v) if isinstance(v, list) else v
-                               for k, v in spec["geometry"].items()})
+        geo: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                               for k, v in spec["geometry"].items()}
+        geometry = Geometry(**geo)
         setup = make_setup(policy, spec["policy"], config, Bounds.from_dict(spec["bounds"]),
                            geometry)
         _CACHE.clear()

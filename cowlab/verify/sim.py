@@ -117,7 +117,7 @@ class Sim:
                 self.decisions.append((len(k.violations), decision.kind == "reuse"))
             return decision
 
-        k._decide = logged
+        k._decide = logged  # type: ignore[assignment]
         self.steps: list[dict[str, Any]] = []
         self.last_violation = None
         for step in problem.initial_steps():
