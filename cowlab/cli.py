@@ -248,6 +248,17 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """cowlab verify [--policy NAME] [--kernel PRESET] [--depth N] ... (see
+    cowlab/verify/command.py)"""
+    from cowlab.verify.command import VerifyUsageError, run
+
+    try:
+        return run(args)
+    except VerifyUsageError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _eval_specs(args: argparse.Namespace) -> tuple[list[object], str, str | None]:
     """The run specs of ``cowlab eval``, the executor kind and the Ray address."""
     from cowlab.records import RunSpec
@@ -588,6 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cowlab.selftest.command import add_parser as add_selftest_parser
 
     add_selftest_parser(sub, cmd_selftest)
+    from cowlab.verify.command import add_parser as add_verify_parser
+
+    add_verify_parser(sub, cmd_verify)
     _add_plugin_commands(sub)
     return parser
 

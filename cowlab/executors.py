@@ -76,11 +76,24 @@ def _worker_init() -> None:
         os.environ[var] = "1"
 
 
+#: Task functions a spec may name with ``"call"`` instead of being an evaluation run:
+#: ``{"call": "verify.expand", ...}`` runs :func:`cowlab.verify.search.expand_chunk` (the
+#: frontier partitions of ``cowlab verify``).
+TASKS = {"verify.expand": ("cowlab.verify.search", "expand_chunk")}
+
+
 def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The worker function: one record of one spec, with torch on one thread."""
+    """The worker function: one record of one spec (or the task it names with
+    ``"call"``, see :data:`TASKS`), with torch on one thread."""
     from cowlab.records import execute
 
     _single_thread_torch()
+    if "call" in spec:
+        import importlib
+
+        module, func = TASKS[spec["call"]]
+        result: dict[str, Any] = getattr(importlib.import_module(module), func)(spec)
+        return result
     record = execute(spec)
     _single_thread_torch()  # a learned policy may have imported torch just now
     return record

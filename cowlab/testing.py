@@ -10,7 +10,10 @@ Plugin authors get, with ``pytest_plugins = ["cowlab.testing"]`` in their confte
   :class:`~cowlab.Decision` objects, it is deterministic for a seed, and it never crashes
   on the random operation sequences the simulator's own property tests use;
 * :func:`run_cow_selftest`: the kernel's cow.c suite against a policy (when the
-  ``cowlab selftest`` module is available).
+  ``cowlab selftest`` module is available);
+* :func:`assert_safe_up_to`: ``cowlab verify`` as an assertion - every op sequence up to
+  a depth over a small universe commits no avoidable violation, else the assertion
+  message is the shortest counterexample as a scenario file (docs/verify.md).
 
 :func:`apply_ops` and :func:`op_strategy` / :func:`random_ops` are the machinery of those
 property tests: random sequences of mmap/write/fork/exit/madvise/mprotect/GUP/...
@@ -366,3 +369,30 @@ __all__ = [
     "random_ops",
     "run_cow_selftest",
 ]
+
+
+def assert_safe_up_to(policy: str | Policy, kernel: str = "v5.19", *, depth: int = 3,
+                      mms: int = 2, pages: int = 1, cpus: int = 2,
+                      ops: tuple[str, ...] | None = None, strict: bool = False) -> Any:
+    """Assert that ``policy`` is safe up to ``depth`` steps on ``kernel`` over the given
+    universe (``cowlab verify``); returns the :class:`~cowlab.verify.VerifyResult`.
+
+    ``policy`` is a registered name or a policy object. On failure the AssertionError's
+    message holds the shortest counterexample as a scenario YAML document, ready for
+    ``cowlab scenario run``::
+
+        def test_my_rule_is_safe_to_depth_3():
+            assert_safe_up_to("my-rule", "v5.19", depth=3)
+    """
+    from cowlab.verify import DEFAULT_OPS, Bounds, to_scenario, verify
+
+    bounds = Bounds(depth=depth, mms=mms, pages=pages, cpus=cpus,
+                    ops=DEFAULT_OPS if ops is None else tuple(ops), strict=strict,
+                    explicit_ops=ops is not None)
+    result = verify(policy, kernel, bounds)
+    if result.status == "counterexample":
+        raise AssertionError(f"{result.headline()}\n{to_scenario(result)}")
+    if result.status != "safe":
+        raise AssertionError(result.headline())
+    return result
+
