@@ -22,10 +22,12 @@ Action modes:
 reason for the ``anon_wp_copy_*`` counters), which lets a built-in policy be replayed
 through the env exactly.
 
-Observation: float32 vector over :data:`~cowlab.kernel.fault.FEATURE_NAMES` (plus
-``primitives_used`` in primitives mode; the names are in ``feature_names``). Counts
-(:data:`LOG_FEATURES`) are transformed with ``log1p``; flags are 0 or 1. Only
-kernel-visible state is observed: the ground truth goes into ``info`` only.
+Observation: float32 vector over :data:`OBSERVATION_NAMES` (plus ``primitives_used``
+in primitives mode; the names are in ``feature_names``): the kernel's
+:data:`~cowlab.kernel.fault.FEATURE_NAMES`, counts relative to the folio's ``nr_pages``
+where they count per folio and ``log1p``'d (:data:`LOG_FEATURES`), ``order`` over
+:data:`MAX_ORDER`, flags 0 or 1, then the 0/1 comparisons of :data:`DERIVED_FEATURES`.
+Only kernel-visible state is observed: the ground truth goes into ``info`` only.
 
 Reward, per decided write fault, computed from the
 :class:`~cowlab.kernel.fault.FaultRecord` the kernel appends for it:
@@ -49,7 +51,7 @@ Episodes end when the run's budget is spent (``truncated``: ``max_decisions`` or
     ...                      "params": {"swap": "pmem"}}, max_decisions=8)
     >>> obs, info = env.reset(seed=0)
     >>> obs.shape, env.unwrapped.feature_names[0]
-    ((24,), 'refcount')
+    ((27,), 'refcount')
     >>> obs, reward, terminated, truncated, info = env.step(1)
     >>> info["outcome"], info["exclusive"], info["violation"]
     ('reuse', True, None)
@@ -86,13 +88,16 @@ from cowlab.plugins import PluginError, PluginRegistry, get_registry
 from cowlab.workloads.base import Budget, Run, Workload, machine_for, resolve_workload
 
 __all__ = [
+    "DERIVED_FEATURES",
     "ENV_ID",
     "LOG_FEATURES",
+    "OBSERVATION_NAMES",
     "PRIMITIVE_ACTIONS",
     "CowFaultEnv",
     "apply_primitive",
     "encode_features",
     "exclusive_proven",
+    "observe",
     "primitive_mask",
 ]
 
@@ -111,16 +116,34 @@ PRIMITIVE_ACTIONS: tuple[str, ...] = (
 )
 COPY, REUSE = 0, 1
 
-#: Features transformed with log1p (counts that range from 0 to above 1024).
+#: Counts in the observation: each is divided by the folio's ``nr_pages`` where it counts
+#: per folio (so a fully mapped 2 MiB THP and a 4 KiB page read alike), then ``log1p``'d
+#: (a pinned page's refcount is above 1024).
 LOG_FEATURES: tuple[str, ...] = (
     "refcount",
     "mapcount",
     "large_mapcount",
-    "order",
     "swapcount",
     "pincount",
 )
+#: Of those, the per-folio counts divided by ``nr_pages`` first.
+PER_FOLIO_COUNTS: tuple[str, ...] = ("refcount", "large_mapcount")
+#: ``order`` is divided by this (a 1 GiB hugetlb folio, the largest, is order 18).
+MAX_ORDER = 18
+#: Flags derived from the kernel-visible counts, appended after :data:`FEATURE_NAMES`:
+#: the comparisons the kernel's own rules make, as 0/1 (a network need not learn an
+#: exact threshold on a log-scaled count from a handful of rare faults).
+DERIVED_FEATURES: tuple[str, ...] = (
+    "sole_reference",  # refcount == 1: the writer's mapping is the only reference
+    "mapped_more_than_once",  # mapcount > 1: another PTE or PMD maps the page
+    "unexplained_references",  # refcount > mappings + swapcache: GUP, pipe, LRU batch...
+)
+#: The observation's features in ``decision`` mode (``primitives`` mode appends
+#: ``primitives_used``).
+OBSERVATION_NAMES: tuple[str, ...] = FEATURE_NAMES + DERIVED_FEATURES
 _LOG_INDEX = tuple(FEATURE_NAMES.index(n) for n in LOG_FEATURES)
+_PER_FOLIO_INDEX = frozenset(FEATURE_NAMES.index(n) for n in PER_FOLIO_COUNTS)
+_ORDER_INDEX = FEATURE_NAMES.index("order")
 _COUNT_HIGH = 64.0  # log1p of any count the simulator can hold stays far below this
 
 _INFO_NONE: dict[str, Any] = {
@@ -134,15 +157,34 @@ _INFO_NONE: dict[str, Any] = {
 
 
 def encode_features(view: FaultView) -> list[float]:
-    """The observation of ``view`` (without env extras): FEATURE_NAMES order, counts log1p'd.
+    """The observation of ``view`` in :data:`OBSERVATION_NAMES` order (without env extras).
+
+    Counts are scaled as :data:`LOG_FEATURES` says, ``order`` by :data:`MAX_ORDER`, flags
+    are 0 or 1, and the :data:`DERIVED_FEATURES` follow.
 
     >>> from math import log1p
-    >>> LOG_FEATURES[0], round(log1p(1024), 3)
-    ('refcount', 6.932)
+    >>> LOG_FEATURES[0], round(log1p(1024), 3), DERIVED_FEATURES[0]
+    ('refcount', 6.932, 'sole_reference')
     """
     values = view.features()
+    nr_pages = view.nr_pages
+    refcount, mapcount = view.refcount, view.mapcount
+    held = view.large_mapcount + (nr_pages if view.swapcache else 0)
     for i in _LOG_INDEX:
-        values[i] = math.log1p(values[i])
+        raw = values[i] / nr_pages if i in _PER_FOLIO_INDEX else values[i]
+        values[i] = math.log1p(raw)
+    values[_ORDER_INDEX] /= MAX_ORDER
+    values += [float(refcount == 1), float(mapcount > 1), float(refcount > held)]
+    return values
+
+
+def observe(view: FaultView, primitives: bool, used: int, max_primitives: int) -> list[float]:
+    """The env's observation of ``view``: :func:`encode_features`, plus in ``primitives``
+    mode the fraction of the fault's primitive budget used. The env and the ``sb3``
+    policy both observe through this one function."""
+    values = encode_features(view)
+    if primitives:
+        values.append(used / max_primitives if max_primitives else 1.0)
     return values
 
 
@@ -316,7 +358,7 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         self.render_mode = render_mode
 
         primitives = self.action_mode is ActionMode.primitives
-        self.feature_names: tuple[str, ...] = FEATURE_NAMES + (
+        self.feature_names: tuple[str, ...] = OBSERVATION_NAMES + (
             ("primitives_used",) if primitives else ()
         )
         high = np.ones(len(self.feature_names), dtype=np.float32)
@@ -352,9 +394,8 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         return made  # type: ignore[return-value]
 
     def _observe(self, view: FaultView) -> np.ndarray:
-        values = encode_features(view)
-        if self.action_mode is ActionMode.primitives:
-            values.append(self._used / self.max_primitives if self.max_primitives else 1.0)
+        values = observe(view, self.action_mode is ActionMode.primitives, self._used,
+                         self.max_primitives)
         obs = np.array(values, dtype=np.float32)
         self._last_obs = obs
         return obs

@@ -501,7 +501,8 @@ def train(
         m = ev.metrics
         safe = m["violations_total"] == 0
         score = (m["reuse_rate"] or 0.0, -m["mean_latency_ns"])
-        improved = safe and ("score" not in best or score > best["score"])
+        # Ties go to the later model: it has seen more of the task for the same score.
+        improved = safe and ("score" not in best or score >= best["score"])
         if improved:
             best.update(score=score, steps=steps)
             save_model(model, out / "best.zip", {**meta, "num_timesteps": steps,

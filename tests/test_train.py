@@ -264,3 +264,23 @@ def test_switching_the_algorithm_by_override_just_works(
                  "--check"]) == 0
     out = capsys.readouterr().out
     assert "config OK: dqn" in out and "n_epochs" not in out and "learning_starts" in out
+
+
+def test_the_progress_bar_shows_reward_reuse_rate_and_violations(tmp_path: Path) -> None:
+    from cowlab_sb3.callback import TrainingMonitor
+
+    monitor = TrainingMonitor(total=10, log_path=tmp_path / "log.jsonl", progress=False,
+                              on_boundary=lambda steps: None, violations=3)
+    monitor._on_rollout_start()
+    infos = [
+        {"outcome": "reuse", "exclusive": True, "violation": None},
+        {"outcome": "copy", "exclusive": True, "violation": None},
+        {"outcome": "reuse", "exclusive": False, "violation": "leak"},
+        {"outcome": None, "exclusive": None, "violation": None},  # a primitive step
+    ]
+    monitor.locals = {"infos": infos, "rewards": [1.0, -0.5, -100.0, 0.0]}
+    assert monitor._on_step()
+    shown = monitor._postfix()
+    assert shown["reuse"] == "0.500"  # one of the two truly reusable faults reused
+    assert shown["violations"] == "4"  # three from an earlier session, one now
+    assert shown["reward"] == f"{-99.5 / 4:+.3f}"

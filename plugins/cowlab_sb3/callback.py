@@ -23,7 +23,7 @@ __all__ = ["TrainingMonitor", "append_log", "rollback_to_boundary"]
 
 
 class TrainingMonitor(BaseCallback):
-    """Progress bar (steps/s, running violations), JSONL log, TensorBoard scalars."""
+    """Progress bar (reward, reuse rate, violations, steps/s), JSONL log, TensorBoard scalars."""
 
     def __init__(
         self,
@@ -73,7 +73,8 @@ class TrainingMonitor(BaseCallback):
         self.boundary = self.num_timesteps
         self.boundary_violations = self.violations
         self.boundary_episodes = self.episodes
-        self._rollout = {"steps": 0, "reward": 0.0, "violations": 0, "reuses": 0, "copies": 0}
+        self._rollout = {"steps": 0, "reward": 0.0, "violations": 0, "reuses": 0, "copies": 0,
+                         "reusable": 0, "reused": 0}
         self.on_boundary(self.num_timesteps)
 
     def _on_step(self) -> bool:
@@ -89,6 +90,9 @@ class TrainingMonitor(BaseCallback):
                 r["copies"] += 1
             if outcome is not None:
                 self.decisions += 1
+                if info.get("exclusive"):
+                    r["reusable"] += 1
+                    r["reused"] += outcome == "reuse"
             if info.get("violation"):
                 r["violations"] += 1
                 self.violations += 1
@@ -101,11 +105,19 @@ class TrainingMonitor(BaseCallback):
             now = time.perf_counter()
             if now - self._last_postfix > 0.5:
                 self._last_postfix = now
-                self._bar.set_postfix(violations=self.violations, sps=f"{self.sps:.0f}",
-                                      refresh=False)
+                self._bar.set_postfix(self._postfix(), refresh=False)
         if self.stop_at is not None and self.num_timesteps >= self.stop_at:
             self.stop_requested = True
         return not self.stop_requested
+
+    def _postfix(self) -> dict[str, str]:
+        """The progress bar's figures: this rollout's mean step reward and reuse rate over
+        the truly reusable faults it decided, the violations so far, steps per second."""
+        r = self._rollout
+        reuse = f"{r['reused'] / r['reusable']:.3f}" if r.get("reusable") else "-"
+        reward = f"{r['reward'] / r['steps']:+.3f}" if r.get("steps") else "-"
+        return {"reward": reward, "reuse": reuse, "violations": str(self.violations),
+                "sps": f"{self.sps:.0f}"}
 
     @property
     def sps(self) -> float:
@@ -125,6 +137,7 @@ class TrainingMonitor(BaseCallback):
             "violations_total": self.violations,
             "reuses": int(r["reuses"]),
             "copies": int(r["copies"]),
+            "reuse_rate": r["reused"] / r["reusable"] if r["reusable"] else None,
             "episodes": self.episodes,
             "steps_per_s": round(self.sps, 1),
         }
@@ -137,7 +150,7 @@ class TrainingMonitor(BaseCallback):
 
     def _on_training_end(self) -> None:
         if self._bar is not None:
-            self._bar.set_postfix(violations=self.violations, sps=f"{self.sps:.0f}")
+            self._bar.set_postfix(self._postfix())
             self._bar.close()
             self._bar = None
 

@@ -28,14 +28,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cowlab.env import (
+    OBSERVATION_NAMES,
     PRIMITIVE_ACTIONS,
     apply_primitive,
-    encode_features,
     exclusive_proven,
+    observe,
     primitive_mask,
 )
 from cowlab.kernel.decision import Decision
-from cowlab.kernel.fault import FEATURE_NAMES, FaultView
+from cowlab.kernel.fault import FaultView
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -218,7 +219,7 @@ class Sb3Policy:
         self.shield = bool(meta.get("shield", False))
         self.max_primitives = int(meta.get("max_primitives", 4))
         names = meta.get("feature_names")
-        expected = list(FEATURE_NAMES) + (["primitives_used"] if self.primitives else [])
+        expected = list(OBSERVATION_NAMES) + (["primitives_used"] if self.primitives else [])
         if names is not None and list(names) != expected:
             raise ModelTrustError(
                 "the model was trained on features "
@@ -247,9 +248,8 @@ class Sb3Policy:
         """Observe, act; in primitives mode apply primitives until copy or reuse."""
         used = 0
         while True:
-            values = encode_features(fault)
+            values = observe(fault, self.primitives, used, self.max_primitives)
             if self.primitives:
-                values.append(used / self.max_primitives if self.max_primitives else 1.0)
                 allowed = primitive_mask(fault, used, self.max_primitives, self.shield)
             else:
                 allowed = [True, exclusive_proven(fault) if self.shield else True]
