@@ -466,12 +466,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     except PluginError as exc:
         raise CliError(f"{args.config}: {exc}") from None
-    header = main_header(board)
-    print("  ".join(header[:5]))
-    for row in main_rows(board):
-        print("  ".join(row[:5]))
-    for path in files:
-        print(f"wrote {path}")
+    for one in board.boards:
+        print(f"== {one.kernel} (kernel rule: {one.kernel_rule})")
+        print("  ".join(main_header(one)[:5]))
+        for row in main_rows(one):
+            print("  ".join(row[:5]))
+    print(f"wrote {len(files)} files in {cfg.output} (leaderboard.md, summary.*, one "
+          f"directory per preset: {', '.join(b.kernel for b in board.boards)})")
     return 0
 
 
