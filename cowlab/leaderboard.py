@@ -1016,8 +1016,9 @@ def blockers_csv(board: Board) -> str:
 
 #: Entry colours (colour-blind-friendly first, then distinct extras) and markers; an
 #: entry keeps its colour and marker in every figure (by its place in the config).
-_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD", "#2CA02C", "#FF9896",
-            "#393B79", "#AD494A"]
+_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#8C564B",
+            "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD", "#2CA02C", "#FF9896", "#393B79",
+            "#AD494A"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p", "d", "8", "H", "1"]
 #: The kernel rule's style in every figure: black, thick, star.
 _RULE_COLOUR = "#000000"
