@@ -69,7 +69,7 @@ def test_the_bootstrap_is_seeded_and_its_interval_covers_the_estimate() -> None:
     assert stratified_bootstrap_ci(scores, reps=400, seed=7) == first
     point, low, high = first
     assert low <= point <= high and low < high
-    assert 0.0 <= low and high <= 1.0
+    assert low >= 0.0 and high <= 1.0
 
 
 def test_probability_of_improvement_uses_mann_whitney_with_half_ties() -> None:
