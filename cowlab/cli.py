@@ -616,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     valp.set_defaults(handler=cmd_validate)
     lbp = sub.add_parser("leaderboard", help="run a benchmark suite and write the leaderboard")
     lbp.add_argument("config", help="leaderboard config, e.g. "
-                     "configs/leaderboard/cowlab-bench-v1.yaml")
+                     "configs/leaderboard/cowlab-bench-v2.yaml")
     lbp.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                      help="config overrides, e.g. executor=inprocess")
     lbp.add_argument("--quiet", action="store_true", help="no progress lines")

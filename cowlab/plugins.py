@@ -764,8 +764,11 @@ class PluginRegistry:
         prefix, _, argument = spec.partition(":")
         reg = self.get("policy", prefix, where=where)
         if not argument:
-            raise PluginError(f"{_prefix(where)}policy '{prefix}:' needs parameters or a path "
-                              "after ':' (e.g. random:p_reuse=0.3, sb3:PATH)")
+            if reg.params is not None and "path" in _schema_fields(reg.params):
+                raise PluginError(f"{_prefix(where)}policy '{prefix}:' needs a path (or "
+                                  "KEY=VALUE parameters) after ':'")
+            raise PluginError(f"{_prefix(where)}policy '{prefix}:' needs KEY=VALUE parameters "
+                              "after ':' (e.g. random:p_reuse=0.3)")
         if not _PARAM_START.match(argument):
             if reg.params is None or "path" not in _schema_fields(reg.params):
                 raise PluginError(
