@@ -110,8 +110,12 @@ def test_committed_config_names_the_suite_presets_and_a_trained_agent() -> None:
 def test_leaderboard_command_writes_every_output_and_they_parse(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="the leaderboard extra is not installed")
     out = tmp_path / "lb"
-    code = main(["leaderboard", "configs/leaderboard/smoke.yaml", f"output={out}",
-                 "executor=inprocess", "bootstrap_reps=100", "--quiet"])
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(Path("configs/suites/smoke.yaml").read_text().replace(
+        "kernels: [v5.19]", "kernels: [v5.9, v5.19]"))
+    argv = ["leaderboard", "configs/leaderboard/smoke.yaml", f"suite={suite}",
+            f"output={out}", "executor=inprocess", "bootstrap_reps=100", "--quiet"]
+    code = main(argv)
     assert code == 0
     md = (out / "leaderboard.md").read_text()
     assert "## Summary across presets" in md and "lexicographic" in md
@@ -133,8 +137,7 @@ def test_leaderboard_command_writes_every_output_and_they_parse(tmp_path: Path) 
     assert [b["kernel"] for b in summary["boards"]] == ["v5.9", "v5.19"]
     # A second run reuses every record and writes the same tables.
     first = (out / "v5.9" / "main.csv").read_text()
-    assert main(["leaderboard", "configs/leaderboard/smoke.yaml", f"output={out}",
-                 "executor=inprocess", "bootstrap_reps=100", "--quiet"]) == 0
+    assert main(argv) == 0
     assert (out / "v5.9" / "main.csv").read_text() == first
 
 
@@ -216,23 +219,29 @@ def test_entry_labels_name_the_entries_in_every_table(tmp_path: Path) -> None:
 SMOKE_ENTRIES = ["exclusive", "always-copy", "random", "random:p_reuse=0.9", "oracle"]
 
 
+def smoke2() -> SuiteConfig:
+    """The smoke suite on two presets (v5.9 and v5.19), for the per-preset boards."""
+    from cowlab.leaderboard import load_suite
+
+    suite = load_suite("configs/suites/smoke.yaml")
+    suite.kernels = ["v5.9", "v5.19"]
+    return suite
+
+
 @pytest.fixture(scope="module")
 def smoke_records(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     from cowlab.evaluate import run_sweep
     from cowlab.executors import InProcessExecutor
-    from cowlab.leaderboard import load_suite
 
-    suite = load_suite("configs/suites/smoke.yaml")
-    specs = suite_specs(suite, SMOKE_ENTRIES)
+    specs = suite_specs(smoke2(), SMOKE_ENTRIES)
     out = tmp_path_factory.mktemp("smoke") / "records.jsonl"
     return run_sweep(specs, out, executor=InProcessExecutor(), progress=False).records
 
 
 def _outputs(records: list[dict[str, Any]], out: Path) -> dict[str, bytes]:
-    from cowlab.leaderboard import load_suite, write_outputs
+    from cowlab.leaderboard import write_outputs
 
-    suite = load_suite("configs/suites/smoke.yaml")
-    lb = analyze(suite, SMOKE_ENTRIES, records, reps=300, seed=0, name="det")
+    lb = analyze(smoke2(), SMOKE_ENTRIES, records, reps=300, seed=0, name="det")
     write_outputs(lb, out)
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
             if p.is_file()}
@@ -277,7 +286,7 @@ def test_without_matplotlib_the_tables_are_written_and_the_figures_explained(
     md = (tmp_path / "leaderboard.md").read_text()
     assert ".png" not in md and "cowlab[leaderboard]" in md
     assert not list(tmp_path.rglob("*.png")) and not list(tmp_path.rglob("*.pdf"))
-    assert (tmp_path / "v5.19" / "main.tex").exists()
+    assert (tmp_path / "v5.19" / "main.tex").exists() and "## v5.19" in md
 
 
 def _compile(tmp_path: Path, *tables: str) -> str:
@@ -334,9 +343,8 @@ def test_negative_numbers_get_a_math_minus_and_names_keep_their_hyphens() -> Non
 def test_each_preset_gets_its_own_board_ranked_against_its_own_kernel_rule(
     smoke_records: list[dict[str, Any]]
 ) -> None:
-    from cowlab.leaderboard import load_suite
 
-    lb = analyze(load_suite("configs/suites/smoke.yaml"), SMOKE_ENTRIES, smoke_records, reps=50)
+    lb = analyze(smoke2(), SMOKE_ENTRIES, smoke_records, reps=50)
     assert [b.kernel for b in lb.boards] == ["v5.9", "v5.19"]
     old, new = lb.board("v5.9"), lb.board("v5.19")
     assert (old.kernel_rule, old.reference) == ("baseline", "baseline")
@@ -353,9 +361,9 @@ def test_each_preset_gets_its_own_board_ranked_against_its_own_kernel_rule(
 def test_a_rule_reading_a_facility_the_preset_lacks_is_flagged_on_that_preset_only(
     smoke_records: list[dict[str, Any]]
 ) -> None:
-    from cowlab.leaderboard import load_suite, main_rows, markdown
+    from cowlab.leaderboard import main_rows, markdown
 
-    lb = analyze(load_suite("configs/suites/smoke.yaml"), SMOKE_ENTRIES, smoke_records, reps=50)
+    lb = analyze(smoke2(), SMOKE_ENTRIES, smoke_records, reps=50)
     old = {r.entry: r for r in lb.board("v5.9").rows}
     new = {r.entry: r for r in lb.board("v5.19").rows}
     assert old["exclusive"].absent_reads["anon_exclusive"] > 0
@@ -411,15 +419,13 @@ def test_runs_without_a_truly_reusable_fault_are_excluded_and_counted() -> None:
 def test_parameterised_entries_are_separate_rows(
     smoke_records: list[dict[str, Any]]
 ) -> None:
-    from cowlab.leaderboard import load_suite
 
-    lb = analyze(load_suite("configs/suites/smoke.yaml"), SMOKE_ENTRIES, smoke_records, reps=50)
+    lb = analyze(smoke2(), SMOKE_ENTRIES, smoke_records, reps=50)
     rows = {r.entry: r for r in lb.board("v5.19").rows}
     assert rows["random"].params == {} and rows["random:p_reuse=0.9"].params == {"p_reuse": 0.9}
     assert rows["random:p_reuse=0.9"].iqm > rows["random"].iqm
     with pytest.raises(LeaderboardError, match="names the same runs as"):
-        analyze(load_suite("configs/suites/smoke.yaml"),
-                ["random:p_reuse=0.5", "random:p_reuse=0.50"], smoke_records, reps=5)
+        analyze(smoke2(), ["random:p_reuse=0.5", "random:p_reuse=0.50"], smoke_records, reps=5)
 
 
 def test_a_bad_entry_parameter_in_a_leaderboard_config_is_a_located_usage_error(
@@ -438,9 +444,9 @@ def test_figures_are_png_and_pdf_for_the_summary_and_every_preset(
     pytest.importorskip("matplotlib", reason="the leaderboard extra is not installed")
     from PIL import Image
 
-    from cowlab.leaderboard import load_suite, write_outputs
+    from cowlab.leaderboard import write_outputs
 
-    lb = analyze(load_suite("configs/suites/smoke.yaml"), SMOKE_ENTRIES, smoke_records, reps=50)
+    lb = analyze(smoke2(), SMOKE_ENTRIES, smoke_records, reps=50)
     files = write_outputs(lb, tmp_path, figures=True)
     stems = ["summary", "v5.9/profiles", "v5.9/blockers", "v5.19/profiles", "v5.19/blockers"]
     for stem in stems:
