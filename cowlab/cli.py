@@ -184,8 +184,20 @@ def _list_kind(kind: str) -> int:
 
 
 def cmd_policies(args: argparse.Namespace) -> int:
-    """cowlab policies"""
-    return _list_kind("policy")
+    """cowlab policies: each policy, where it comes from, and the parameters a spec
+    ``NAME:KEY=VALUE,...`` may set (with their defaults)."""
+    registry = get_registry()
+    for name in registry.names("policy"):
+        reg = registry.get("policy", name)
+        line = f"{name:<18} {reg.description}  [{registry.origin('policy', name)}]"
+        if reg.params is not None:
+            fields = [f for f in dataclasses.fields(reg.params) if f.init]
+            shown = [f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING
+                     else f.name if f.default_factory is dataclasses.MISSING
+                     else f"{f.name}=..." for f in fields]
+            line += "  params: " + ", ".join(shown)
+        print(line)
+    return 0
 
 
 def cmd_kernels(args: argparse.Namespace) -> int:

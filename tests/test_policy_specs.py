@@ -212,3 +212,13 @@ def test_no_warning_without_a_broken_plugin(
         assert capsys.readouterr().err == ""
     finally:
         plugins.reset_load_warning()
+
+
+def test_cowlab_policies_lists_the_parameters_a_spec_may_set(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["policies"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["random"].endswith("params: p_reuse=0.5")
+    assert lines["sb3"].endswith("params: path, trust=False")  # path: no default
+    assert "params" not in lines["exclusive"]
