@@ -19,7 +19,7 @@ import yaml
 from cowlab import __version__
 from cowlab.kernel.errors import StallError
 from cowlab.kernel.presets import PRESETS, PresetError, get_preset
-from cowlab.plugins import PluginError, format_plugins, get_registry
+from cowlab.plugins import PluginError, format_plugins, get_registry, warn_load_problems
 from cowlab.records import RunError, run_guard
 from cowlab.scenario import (
     MAX_PAGES,
@@ -41,6 +41,10 @@ class CliError(Exception):
         super().__init__(message)
         self.status = status
 
+
+#: Help of every ``--policy``: the spec grammar is in docs/policy-api.md.
+POLICY_HELP = ("policy spec: NAME, NAME:KEY=VALUE,... (random:p_reuse=0.3) or NAME:PATH "
+               "(sb3:runs/x/model.zip); default: the kernel preset's own rule")
 
 #: Exit status of a run the engine refused as stalled (StallError): not a usage error.
 EXIT_STALLED = 3
@@ -180,8 +184,20 @@ def _list_kind(kind: str) -> int:
 
 
 def cmd_policies(args: argparse.Namespace) -> int:
-    """cowlab policies"""
-    return _list_kind("policy")
+    """cowlab policies: each policy, where it comes from, and the parameters a spec
+    ``NAME:KEY=VALUE,...`` may set (with their defaults)."""
+    registry = get_registry()
+    for name in registry.names("policy"):
+        reg = registry.get("policy", name)
+        line = f"{name:<18} {reg.description}  [{registry.origin('policy', name)}]"
+        if reg.params is not None:
+            fields = [f for f in dataclasses.fields(reg.params) if f.init]
+            shown = [f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING
+                     else f.name if f.default_factory is dataclasses.MISSING
+                     else f"{f.name}=..." for f in fields]
+            line += "  params: " + ", ".join(shown)
+        print(line)
+    return 0
 
 
 def cmd_kernels(args: argparse.Namespace) -> int:
@@ -296,13 +312,16 @@ def _eval_specs(args: argparse.Namespace) -> tuple[list[object], str, str | None
             if cfg.geometry.mthp_orders is not None:
                 geometry["mthp_orders"] = tuple(cfg.geometry.mthp_orders)
         kernels = args.kernel or [cfg.kernel.preset]
+        where = "--policy" if args.policy else f"{args.config}: eval.baselines"
+        resolved = [_canonical_policy(p, cfg.eval.policy_params.get(p), where)
+                    for p in policies]
         specs: list[object] = [
             RunSpec(policy=p, kernel=k, workload=e.name, seed=s,
                     max_decisions=args.decisions or cfg.eval.max_decisions,
-                    policy_params=dict(cfg.eval.policy_params.get(p, {})),
+                    policy_params=dict(pp),
                     facilities=dict(cfg.kernel.facilities), workload_params=dict(e.params),
                     machine=machine, geometry=geometry)
-            for p in policies for k in kernels for e in entries for s in seeds
+            for p, pp in resolved for k in kernels for e in entries for s in seeds
         ]
         if executor is None:
             executor = cfg.executor.kind.name
@@ -320,13 +339,25 @@ def _eval_specs(args: argparse.Namespace) -> tuple[list[object], str, str | None
     except yaml.YAMLError as exc:
         raise CliError(f"--param: not a YAML value: {str(exc).splitlines()[0]}") from None
     seeds = parse_seeds_arg(args.seeds or "0")
+    resolved = [_canonical_policy(p, None, "--policy") for p in args.policy]
     specs = [
         RunSpec(policy=p, kernel=k, workload=w, seed=s, max_decisions=args.decisions or 2000,
-                workload_params=params)
-        for p in args.policy for k in (args.kernel or ["v5.19"]) for w in args.workload
+                policy_params=dict(pp), workload_params=params)
+        for p, pp in resolved for k in (args.kernel or ["v5.19"]) for w in args.workload
         for s in seeds
     ]
     return specs, executor or "process", address
+
+
+def _canonical_policy(spec: str, params: object, where: str
+                      ) -> tuple[str, dict[str, object]]:
+    """``random:p_reuse=0.3`` -> ``("random", {"p_reuse": 0.3})``, the form records store
+    (parameters checked against the policy's schema; a bad one is a usage error)."""
+    try:
+        return get_registry().canonical_policy(
+            spec, cast("dict[str, object] | None", params), where=where)
+    except PluginError as exc:
+        raise CliError(str(exc)) from None
 
 
 def parse_seeds_arg(text: str) -> list[int]:
@@ -395,7 +426,10 @@ def format_eval_summary(records: Sequence[dict[str, object]]) -> str:
     groups: dict[tuple[str, str, str], list[dict[str, object]]] = {}
     for rec in records:
         cfg = cast(dict[str, object], rec["config"])
-        key = (str(cfg["policy"]), str(cfg["kernel"]), str(cfg["workload"]))
+        params = cast(dict[str, object], cfg.get("policy_params") or {})
+        shown = str(cfg["policy"]) + (
+            ":" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) if params else "")
+        key = (shown, str(cfg["kernel"]), str(cfg["workload"]))
         groups.setdefault(key, []).append(rec)
     lines = [f"{'policy':<24} {'kernel':<7} {'workload':<24} {'runs':>4} "
              f"{'reuse rate':>10} {'violations':>10}"]
@@ -423,7 +457,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             total += 1
             cfg = rec.get("config")
             cfg = cfg if isinstance(cfg, dict) else {}
-            what = (f"{path}:{line}: {cfg.get('policy')} / {cfg.get('kernel')} / "
+            pp = cfg.get("policy_params")
+            shown = f"{cfg.get('policy')}" + (
+                ":" + ",".join(f"{k}={v}" for k, v in sorted(pp.items()))
+                if isinstance(pp, dict) and pp else "")
+            what = (f"{path}:{line}: {shown} / {cfg.get('kernel')} / "
                     f"{cfg.get('workload')} / seed {cfg.get('seed')}")
             try:
                 diffs = validate_record(rec)
@@ -466,12 +504,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     except PluginError as exc:
         raise CliError(f"{args.config}: {exc}") from None
-    header = main_header(board)
-    print("  ".join(header[:5]))
-    for row in main_rows(board):
-        print("  ".join(row[:5]))
-    for path in files:
-        print(f"wrote {path}")
+    for one in board.boards:
+        print(f"== {one.kernel} (kernel rule: {one.kernel_rule})")
+        print("  ".join(main_header(one)[:5]))
+        for row in main_rows(one):
+            print("  ".join(row[:5]))
+    print(f"wrote {len(files)} files in {cfg.output} (leaderboard.md, summary.*, one "
+          f"directory per preset: {', '.join(b.kernel for b in board.boards)})")
     return 0
 
 
@@ -495,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = scenario.add_subparsers(dest="scenario_command", metavar="ACTION")
     run = ssub.add_parser("run", help="run a scenario and print every write attempt")
     run.add_argument("file", help="scenario YAML file")
-    run.add_argument("--policy", help="policy name (default: the kernel preset's own rule)")
+    run.add_argument("--policy", help=POLICY_HELP)
     run.add_argument("--kernel", help="kernel preset, overriding the file's (e.g. v5.18)")
     run.add_argument("--seed", type=int, default=0, help="seed for randomized policies")
     run.add_argument("--json", action="store_true", help="print one JSON document")
@@ -517,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a workload parameter (repeatable)",
     )
-    wrun.add_argument("--policy", help="policy name (default: the kernel preset's own rule)")
+    wrun.add_argument("--policy", help=POLICY_HELP)
     wrun.add_argument("--kernel", default="v5.19", help="kernel preset (default v5.19)")
     wrun.add_argument("--seed", type=int, default=0)
     wrun.add_argument(
@@ -563,7 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "workloads, seeds, baselines)")
     evalp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     evalp.add_argument("--policy", action="append", default=[],
-                       help="policy name (repeatable; with CONFIG: replaces eval.baselines)")
+                       help="policy spec, NAME or NAME:KEY=VALUE,... (repeatable; with "
+                       "CONFIG: replaces eval.baselines)")
     evalp.add_argument("--workload", action="append", default=[], help="workload id (repeatable)")
     evalp.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                        help="a workload parameter (repeatable)")
@@ -588,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     valp.set_defaults(handler=cmd_validate)
     lbp = sub.add_parser("leaderboard", help="run a benchmark suite and write the leaderboard")
     lbp.add_argument("config", help="leaderboard config, e.g. "
-                     "configs/leaderboard/cowlab-bench-v1.yaml")
+                     "configs/leaderboard/cowlab-bench-v2.yaml")
     lbp.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                      help="config overrides, e.g. executor=inprocess")
     lbp.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -649,6 +689,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if args.command != "plugins":  # `cowlab plugins` lists the problems itself
+        # A policy missing because its plugin broke must not look like a typo.
+        warn_load_problems()
     trust = getattr(args, "trust_models_global", False)
     saved = os.environ.get("COWLAB_TRUST_MODELS")
     if trust:

@@ -67,7 +67,9 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "load_registry",
+    "reset_load_warning",
     "reset_registry",
+    "warn_load_problems",
 ]
 
 #: The pluggy project name and the entry-point group plugins are published under.
@@ -375,6 +377,10 @@ def _describe_exc(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
+
+#: ``KEY=`` at the start of a policy spec's argument: the parameter form, not a path.
+_PARAM_START = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*=")
+_PARAM_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 _SCALARS: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
 _TRUE = frozenset({"true", "yes", "on", "1"})
@@ -722,21 +728,98 @@ class PluginRegistry:
         Raises:
             PluginError: See :meth:`make`.
         """
-        prefix, sep, argument = name.partition(":")
-        if sep and name not in self.registrations["policy"]:
-            reg = self.get("policy", prefix, where=where)
+        base, inline = self.parse_policy_spec(name, where=where)
+        if inline:
+            twice = sorted(set(inline) & set(params or {}))
+            if twice:
+                raise PluginError(
+                    f"{_prefix(where)}policy {name!r}: parameter(s) {', '.join(twice)} given "
+                    "both in the name and separately"
+                )
+            return cast(Policy, self.make("policy", base, {**(params or {}), **inline},
+                                          where=where))
+        return cast(Policy, self.make("policy", base, params, where=where))
+
+    def parse_policy_spec(self, spec: str, *, where: str = "") -> tuple[str, dict[str, str]]:
+        """Split a policy spec into its registration name and inline parameters.
+
+        The grammar (docs/policy-api.md, "Naming a policy with parameters")::
+
+            SPEC   := NAME | NAME ":" PARAMS | NAME ":" PATH
+            PARAMS := KEY "=" VALUE ("," KEY "=" VALUE)*
+
+        ``random:p_reuse=0.3`` and ``sb3:path=runs/a/model.zip,trust=true`` name
+        parameters; ``sb3:runs/a/model.zip`` (anything after ``:`` that does not start
+        with ``KEY=``) is the legacy path form, ``path=`` of a policy with a ``path``
+        parameter, taken verbatim. A registered name containing ``:`` is itself. Values
+        stay strings here; :meth:`make` checks and converts them against the
+        registration's params dataclass.
+
+        Raises:
+            PluginError: An unknown name, an empty or malformed parameter list, a key
+                given twice, or a path for a policy without a ``path`` parameter.
+        """
+        if spec in self.registrations["policy"] or ":" not in spec:
+            return spec, {}
+        prefix, _, argument = spec.partition(":")
+        reg = self.get("policy", prefix, where=where)
+        if not argument:
+            if reg.params is not None and "path" in _schema_fields(reg.params):
+                raise PluginError(f"{_prefix(where)}policy '{prefix}:' needs a path (or "
+                                  "KEY=VALUE parameters) after ':'")
+            raise PluginError(f"{_prefix(where)}policy '{prefix}:' needs KEY=VALUE parameters "
+                              "after ':' (e.g. random:p_reuse=0.3)")
+        if not _PARAM_START.match(argument):
             if reg.params is None or "path" not in _schema_fields(reg.params):
                 raise PluginError(
-                    f"{_prefix(where)}policy {prefix!r} takes no path: "
-                    f"'{prefix}:{argument}' needs a policy with a 'path' parameter"
+                    f"{_prefix(where)}policy {prefix!r} takes no path: '{spec}' is neither "
+                    f"KEY=VALUE parameters nor a path for a policy with a 'path' parameter"
                 )
-            if not argument:
-                raise PluginError(f"{_prefix(where)}policy '{prefix}:' needs a path after ':'")
-            return cast(
-                Policy, self.make("policy", prefix, {**(params or {}), "path": argument},
-                                  where=where)
-            )
-        return cast(Policy, self.make("policy", name, params, where=where))
+            return prefix, {"path": argument}
+        params: dict[str, str] = {}
+        for item in argument.split(","):
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep or not _PARAM_KEY.match(key):
+                raise PluginError(f"{_prefix(where)}policy {spec!r}: {item!r} is not "
+                                  "KEY=VALUE (parameters are separated by ',')")
+            if key in params:
+                raise PluginError(f"{_prefix(where)}policy {spec!r}: parameter {key!r} "
+                                  "given twice")
+            params[key] = value.strip()
+        return prefix, params
+
+    def canonical_policy(self, spec: str, params: Mapping[str, object] | None = None, *,
+                         where: str = "") -> tuple[str, dict[str, object]]:
+        """The ``(policy, policy_params)`` a run record stores for ``spec``.
+
+        Inline parameters are checked against the registration's schema and stored
+        converted (``random:p_reuse=0.30`` and ``random:p_reuse=0.3`` are one run,
+        ``random`` another). A ``path`` parameter stays in the name as ``NAME:PATH``
+        (``sb3:path=m.zip`` is stored as ``sb3:m.zip``, the legacy form, so records
+        made before parameters existed keep their keys).
+
+        Raises:
+            PluginError: As :meth:`parse_policy_spec` and :meth:`make`.
+        """
+        base, inline = self.parse_policy_spec(spec, where=where)
+        given: dict[str, object] = {**(params or {}), **inline}
+        twice = sorted(set(inline) & set(params or {}))
+        if twice:
+            raise PluginError(f"{_prefix(where)}policy {spec!r}: parameter(s) "
+                              f"{', '.join(twice)} given both in the name and separately")
+        reg = self.get("policy", base, where=where)
+        if not given:
+            return spec, {}
+        if reg.params is None:
+            keys = ", ".join(sorted(given))
+            raise PluginError(f"{_prefix(where)}policy {base!r} takes no parameters (got {keys})")
+        built = self._build_params(reg.params, dict(given), f"policy {base!r}", where)
+        out: dict[str, object] = {k: built[k] for k in given}
+        path = out.pop("path", None)
+        if path is not None:
+            return f"{base}:{path}", out
+        return base, out
 
     def _owner(self, reg: Registration) -> str:
         return f"plugin {reg.plugin!r}{_dist_suffix(reg.dist, reg.version)}"
@@ -1222,6 +1305,43 @@ def reset_registry() -> None:
     global _cached
     with _cache_lock:
         _cached = None
+
+
+_warned_lock = threading.Lock()
+_warned = False
+
+
+def warn_load_problems(registry: PluginRegistry | None = None, stream: Any = None) -> int:
+    """Warn on stderr, once per process, about every plugin that failed to load.
+
+    Every command that resolves a policy calls this: a policy missing because its plugin
+    broke must not look like a typo. One line per fatal problem names the plugin (and
+    its distribution) and points to ``cowlab plugins``; later calls print nothing.
+
+    Returns:
+        How many lines were printed (0 after the first call, or with no problem).
+    """
+    import sys
+
+    global _warned
+    with _warned_lock:
+        if _warned:
+            return 0
+        _warned = True
+    reg = registry or get_registry()
+    out = stream if stream is not None else sys.stderr
+    fatal = [p for p in reg.problems if p.fatal]
+    for problem in fatal:
+        print(f"cowlab: warning: {problem}; what it registers is unavailable "
+              "(details: cowlab plugins)", file=out)
+    return len(fatal)
+
+
+def reset_load_warning() -> None:
+    """Let :func:`warn_load_problems` warn again (for tests)."""
+    global _warned
+    with _warned_lock:
+        _warned = False
 
 
 def call_lifecycle(registry: PluginRegistry, hook_name: str, **kwargs: object) -> None:

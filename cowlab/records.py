@@ -6,7 +6,8 @@ plugin that contributed (the policy's, the workload's, a plugin kernel preset's)
 resolved run config (:class:`RunSpec`), the policy's identity (for a learned agent the
 sha256 of its model file), the code fingerprint (``code``: cowlab's build id and a
 content hash of the policy's and the workload's plugin code, :mod:`cowlab.version`),
-the metrics and debug counters and the sha256 of the full write-attempt sequence.
+the metrics and debug counters, the sha256 of the full write-attempt sequence and the
+kernel facilities the policy read on a preset that lacks them (:mod:`cowlab.probe`).
 :func:`execute` makes a record from a spec; :func:`validate_record` replays one and
 names the first fields that differ. :func:`staleness` says why a stored record no
 longer describes the code that would run it now (a sweep reruns such records).
@@ -49,6 +50,7 @@ from cowlab.kernel.policy import Policy
 from cowlab.kernel.presets import KernelConfig
 from cowlab.kernels import resolve_kernel
 from cowlab.plugins import PluginError, PluginRegistry, Registration, get_registry
+from cowlab.probe import ProbedPolicy
 from cowlab.version import build_id, code_hash
 from cowlab.workloads.base import Budget, Workload, run_workload
 
@@ -80,6 +82,9 @@ VOLATILE_FIELDS = frozenset({"wall_s"})
 #: Provenance that validate does not compare (a replay under newer code reproduces the
 #: results or not; which code made the record is reported by :func:`staleness`).
 PROVENANCE_FIELDS = frozenset({"code"})
+#: Top-level fields added to the format after records existed without them: a stored
+#: record without one still validates (it is compared only when the record has it).
+ADDED_FIELDS = frozenset({"absent_facility_reads"})
 
 #: Trivial bounds, labelled ``reference`` in tables.
 REFERENCE_POLICIES = frozenset({"always-copy", "always-reuse", "random"})
@@ -349,10 +354,13 @@ def execute(spec: RunSpec | Mapping[str, Any], *, registry: PluginRegistry | Non
                                                dict(spec.workload_params), where="workload"))
             machine = Machine(**dict(spec.machine))
             geometry = Geometry(**dict(spec.geometry)) if spec.geometry else DEFAULT_GEOMETRY
+            # Count reads of facilities this preset lacks (cowlab/probe.py); an oracle
+            # reads the ground truth instead and is run as it is.
+            probe = None if getattr(policy, "oracle", False) else ProbedPolicy(policy)
             result = run_workload(
                 workload,
                 config,
-                cast(Policy, policy),
+                cast(Policy, probe or policy),
                 seed=spec.seed,
                 budget=Budget(max_decisions=spec.max_decisions),
                 machine=machine,
@@ -395,6 +403,7 @@ def execute(spec: RunSpec | Mapping[str, Any], *, registry: PluginRegistry | Non
         "decisions": result.decisions,
         "sim_time_ns": result.sim_time_ns,
         "decision_hash": result.decision_hash,
+        "absent_facility_reads": probe.absent_reads() if probe is not None else {},
         "code": code_fingerprint(spec.to_dict(), reg),
     }
     record["digest"] = record_digest(record)
@@ -422,6 +431,8 @@ def _diff(a: object, b: object, path: str, out: list[str]) -> None:
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         for k in sorted(set(a) | set(b), key=str):
             if (k in VOLATILE_FIELDS or k in PROVENANCE_FIELDS or k == "digest") and not path:
+                continue
+            if not path and k in ADDED_FIELDS and k not in a:
                 continue
             sub = f"{path}.{k}" if path else str(k)
             if k not in a or k not in b:

@@ -6,11 +6,13 @@ are resampled in sorted task order; sums are exact (:func:`math.fsum`), so a sta
 does not depend on the order of the tasks or of the scores within a task, and a table is
 the same to the last digit every time it is made from the same records.
 
-* :func:`normalized_score`: 0 for ``baseline``, 1 for ``oracle``, on the reuse rate.
+* :func:`normalized_score`: 0 for ``baseline``, 1 for ``oracle``, on the reuse rate; a
+  cell with a gap below :data:`GAP_EPS` has no score (excluded, counted by the caller).
 * :func:`iqm`: interquartile mean, the mean of the middle 50% of scores with fractional
   weights for the scores that straddle the 25% and 75% cut points.
 * :func:`stratified_bootstrap_ci`: percentile CI of a statistic over bootstrap replicates
-  that resample seeds with replacement independently within each task.
+  that resample runs (seeds) with replacement independently within each task, so every
+  replicate has each task's number of runs (the strata keep their weights).
 * :func:`probability_of_improvement`: the mean over tasks of P(X > Y) + 0.5 P(X = Y),
   estimated with the Mann-Whitney U statistic.
 * :func:`performance_profile`: the fraction of runs with a score above each threshold.
@@ -30,6 +32,7 @@ import numpy as np
 
 __all__ = [
     "DEGENERATE_EPS",
+    "GAP_EPS",
     "iqm",
     "normalized_score",
     "performance_profile",
@@ -38,30 +41,35 @@ __all__ = [
     "stratified_bootstrap_ci",
 ]
 
-#: Oracle and baseline reuse rates closer than this leave a cell without headroom.
-DEGENERATE_EPS = 1e-12
+#: Oracle and baseline reuse rates closer than this leave a cell without headroom: it is
+#: excluded from a normalized score (and counted), never divided by.
+GAP_EPS = 0.01
+#: The old name of :data:`GAP_EPS`.
+DEGENERATE_EPS = GAP_EPS
 
 Scores = Mapping[str, Sequence[float]]
 
 
-def normalized_score(rate: float | None, baseline: float | None, oracle: float | None
-                     ) -> float | None:
-    """A run's reuse rate on the scale baseline = 0, oracle = 1.
+def normalized_score(rate: float | None, baseline: float | None, oracle: float | None,
+                     eps: float = GAP_EPS) -> float | None:
+    """A run's reuse rate on the scale baseline = 0, oracle = 1, or None.
 
-    ``(rate - baseline) / (oracle - baseline)``. A cell where the oracle is no better
-    than the baseline (``oracle - baseline < DEGENERATE_EPS``) has no headroom: a run
-    that reaches the oracle's rate scores 1, a run below it scores 0. A cell without
-    truly reusable faults (any rate None) has no score (None) and is left out.
+    ``(rate - baseline) / (oracle - baseline)``. A cell whose gap ``oracle - baseline``
+    is below ``eps`` has no headroom to measure: it gets no score (None), never a
+    division by a tiny gap, and the caller counts it as excluded. A cell without truly
+    reusable faults (any rate None) has no score either. The leaderboard does not use
+    this scale (its primary score, the reuse rate, is already 0 for copying everything
+    and 1 for the oracle); it is kept for library users, with this exclusion rule.
 
         >>> normalized_score(0.75, 0.5, 1.0), normalized_score(1.0, 1.0, 1.0)
-        (0.5, 1.0)
-        >>> normalized_score(0.9, 1.0, 1.0), normalized_score(None, 0.0, 1.0)
-        (0.0, None)
+        (0.5, None)
+        >>> normalized_score(0.9, 0.995, 1.0), normalized_score(None, 0.0, 1.0)
+        (None, None)
     """
     if rate is None or baseline is None or oracle is None:
         return None
-    if oracle - baseline < DEGENERATE_EPS:
-        return 1.0 if rate >= oracle - DEGENERATE_EPS else 0.0
+    if oracle - baseline < eps:
+        return None
     return (rate - baseline) / (oracle - baseline)
 
 

@@ -181,9 +181,9 @@ if __name__ == "__main__":  # pragma: no cover
 def test_leaderboard_docs_describe_the_committed_suite() -> None:
     from cowlab.leaderboard import load_suite
 
-    suite = load_suite(ROOT / "configs" / "suites" / "cowlab-bench-v1.yaml")
+    suite = load_suite(ROOT / "configs" / "suites" / "cowlab-bench-v2.yaml")
     text = (ROOT / "docs" / "leaderboard.md").read_text(encoding="utf-8")
-    section = text[text.index("## The suite `cowlab-bench-v1`"):]
+    section = text[text.index("## The suite `cowlab-bench-v2`"):]
     section = section[: section.index("\n## ", 1)]
     words = {4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
     assert f"{words[len(suite.workloads)]} workloads" in section

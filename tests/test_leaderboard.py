@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -53,21 +52,22 @@ def _records() -> list[dict[str, Any]]:
     return recs
 
 
-def test_scores_are_normalized_per_cell_between_baseline_and_oracle() -> None:
+def test_the_score_is_the_reuse_rate_iqm_and_poi_is_against_the_reference() -> None:
     board = analyze(SUITE, ["good", "baseline", "oracle"], _records(), reference="baseline",
-                    reps=50)
+                    reps=50).boards[0]
     rows = {r.entry: r for r in board.rows}
-    assert rows["good"].iqm == pytest.approx(0.5)
-    assert rows["baseline"].iqm == 0.0
+    assert rows["good"].iqm == pytest.approx(0.6)
+    assert rows["baseline"].iqm == pytest.approx(0.2)
     assert rows["oracle"].iqm == 1.0
     assert rows["oracle"].poi == 1.0  # every oracle run beats every baseline run
+    assert rows["baseline"].reference and rows["baseline"].poi == 0.5  # ties count half
     assert rows["good"].mean_latency_us == 1.0
     assert rows["good"].blockers == {"lru": 4}
 
 
 def test_any_violation_ranks_an_entry_below_every_safe_one() -> None:
     board = analyze(SUITE, ["reckless", "good", "baseline"], _records(), reps=50,
-                    reference="baseline")
+                    reference="baseline").boards[0]
     assert [r.entry for r in board.rows] == ["good", "baseline", "reckless"]
     assert board.rows[-1].iqm == 1.0 and not board.rows[-1].safe
     assert board.rows[-1].runs_with_violations == 1
@@ -80,54 +80,65 @@ def test_a_missing_run_is_reported() -> None:
         analyze(SUITE, ["good"], _records()[:3], reps=10, reference="baseline")
 
 
-def test_suite_specs_add_the_anchor_policies() -> None:
-    specs = suite_specs(SUITE, ["exclusive"])
-    assert sorted({s.policy for s in specs}) == ["baseline", "exclusive", "oracle"]
-    assert len(specs) == 3 * 2
+def test_suite_specs_add_each_presets_kernel_rule_on_that_preset_only() -> None:
+    two = SuiteConfig(name="t2-v1", kernels=["v5.9", "v5.19"], workloads=[WorkloadEntry("w")],
+                      seeds=[0, 1], max_decisions=10)
+    specs = suite_specs(two, ["oracle"])
+    assert sorted({(s.policy, s.kernel) for s in specs}) == [
+        ("baseline", "v5.9"), ("exclusive", "v5.19"), ("oracle", "v5.19"), ("oracle", "v5.9")]
+    assert len(specs) == 4 * 2
+    # an entry that is also a preset's rule is run once
+    assert len(suite_specs(two, ["exclusive"])) == 3 * 2
 
 
 def test_latex_escape_handles_special_characters() -> None:
     assert latex_escape("a_b & 5% #1") == r"a\_b \& 5\% \#1"
 
 
-def test_committed_config_names_the_suite_and_a_trained_agent() -> None:
-    cfg = load_leaderboard_config("configs/leaderboard/cowlab-bench-v1.yaml")
-    assert cfg.suite == "configs/suites/cowlab-bench-v1.yaml"
+def test_committed_config_names_the_suite_presets_and_a_trained_agent() -> None:
+    from cowlab.leaderboard import KERNEL_REFERENCE, load_suite
+
+    cfg = load_leaderboard_config("configs/leaderboard/cowlab-bench-v2.yaml")
+    assert cfg.suite == "configs/suites/cowlab-bench-v2.yaml"
     assert "sb3:experiments/leaderboard/agent/model.zip" in cfg.entries
-    assert {"baseline", "oracle", "exclusive"} <= set(cfg.entries)
+    assert {"baseline", "oracle", "exclusive", "patched-lru", "large-strict"} <= set(cfg.entries)
+    assert cfg.reference == KERNEL_REFERENCE
+    assert load_suite(cfg.suite).kernels == ["v5.9", "v5.18", "v5.19", "v6.9"]
 
 
 @pytest.mark.slow
 def test_leaderboard_command_writes_every_output_and_they_parse(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="the leaderboard extra is not installed")
     out = tmp_path / "lb"
-    code = main(["leaderboard", "configs/leaderboard/smoke.yaml", f"output={out}",
-                 "executor=inprocess", "bootstrap_reps=100", "--quiet"])
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(Path("configs/suites/smoke.yaml").read_text().replace(
+        "kernels: [v5.19]", "kernels: [v5.9, v5.19]"))
+    argv = ["leaderboard", "configs/leaderboard/smoke.yaml", f"suite={suite}",
+            f"output={out}", "executor=inprocess", "bootstrap_reps=100", "--quiet"]
+    code = main(argv)
     assert code == 0
     md = (out / "leaderboard.md").read_text()
-    assert "| rank | entry | kind |" in md and "lexicographic" in md
-    with open(out / "main.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["entry"] for r in rows][:1] and {r["kind"] for r in rows} >= {"kernel", "oracle"}
-    assert all(not math.isnan(float(r["score_iqm"])) for r in rows)
-    with open(out / "per_workload.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == len(rows) * 2
-    for tex in ("main.tex", "per_workload.tex"):
-        text = (out / tex).read_text()
-        assert "\\toprule" in text and "\\bottomrule" in text
-        assert text.count("\\begin{tabular}") == text.count("\\end{tabular}") == 1
+    assert "## Summary across presets" in md and "lexicographic" in md
+    assert "## v5.9" in md and "## v5.19" in md
+    for kernel in ("v5.9", "v5.19"):
+        d = out / kernel
+        with open(d / "main.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert {r["kind"] for r in rows} >= {"kernel", "oracle"}
+        assert all(0.0 <= float(r["reuse_rate_iqm"]) <= 1.0 for r in rows)
+        with open(d / "per_workload.csv", newline="") as f:
+            assert len(list(csv.DictReader(f))) == len(rows) * 2
+        assert (d / "blockers.csv").read_text().startswith("entry,blocker,")
+        for tex in ("main.tex", "per_workload.tex", "main-narrow.tex"):
+            text = (d / tex).read_text()
+            assert "\\toprule" in text and "\\bottomrule" in text
+            assert text.count("\\begin{tabular}") == text.count("\\end{tabular}") == 1
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["entries"]) == len(rows)
-    from PIL import Image
-
-    for png in ("blockers.png", "profiles.png"):
-        with Image.open(out / png) as img:
-            assert img.format == "PNG" and img.size[0] > 500
-    # A second run reuses every record and writes the same table.
-    first = (out / "main.csv").read_text()
-    assert main(["leaderboard", "configs/leaderboard/smoke.yaml", f"output={out}",
-                 "executor=inprocess", "bootstrap_reps=100", "--quiet"]) == 0
-    assert (out / "main.csv").read_text() == first
+    assert [b["kernel"] for b in summary["boards"]] == ["v5.9", "v5.19"]
+    # A second run reuses every record and writes the same tables.
+    first = (out / "v5.9" / "main.csv").read_text()
+    assert main(argv) == 0
+    assert (out / "v5.9" / "main.csv").read_text() == first
 
 
 # ------------------------------------------------------------------- issue 16: no traps
@@ -190,13 +201,14 @@ def test_entry_labels_name_the_entries_in_every_table(tmp_path: Path) -> None:
         "entries: [{policy: exclusive, label: excl}, baseline]\n")
     cfg = load_leaderboard_config(tmp_path / "lb.yaml")
     assert cfg.entries == ["exclusive", "baseline"] and cfg.labels == {"exclusive": "excl"}
-    board = analyze(SUITE, ["good", "baseline", "oracle"], _records(), reference="good",
-                    reps=20, labels={"good": "G"})
+    lb = analyze(SUITE, ["good", "baseline", "oracle"], _records(), reference="good",
+                 reps=20, labels={"good": "G"})
+    board = lb.boards[0]
     from cowlab.leaderboard import main_csv, main_latex, markdown, per_workload_csv
 
-    assert "| G |" in markdown(board, figures=False) and "P(> G)" in markdown(board)
-    assert ",G,good,kernel," in main_csv(board) and "\nG,w," in per_workload_csv(board)
-    assert " & G & " in main_latex(board)
+    assert "| G (reference) |" in markdown(lb, figures=False) and "P(> G)" in markdown(lb)
+    assert ",G,good,,kernel,True," in main_csv(board) and "\nG,w," in per_workload_csv(board)
+    assert " & G (reference) & " in main_latex(board)
     (tmp_path / "dup.yaml").write_text(
         f"suite: {Path('configs/suites/smoke.yaml').resolve()}\n"
         "entries: [{policy: exclusive, label: x}, {policy: baseline, label: x}]\n")
@@ -204,26 +216,35 @@ def test_entry_labels_name_the_entries_in_every_table(tmp_path: Path) -> None:
         load_leaderboard_config(tmp_path / "dup.yaml")
 
 
+SMOKE_ENTRIES = ["exclusive", "always-copy", "random", "random:p_reuse=0.9", "oracle"]
+
+
+def smoke2() -> SuiteConfig:
+    """The smoke suite on two presets (v5.9 and v5.19), for the per-preset boards."""
+    from cowlab.leaderboard import load_suite
+
+    suite = load_suite("configs/suites/smoke.yaml")
+    suite.kernels = ["v5.9", "v5.19"]
+    return suite
+
+
 @pytest.fixture(scope="module")
 def smoke_records(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     from cowlab.evaluate import run_sweep
     from cowlab.executors import InProcessExecutor
-    from cowlab.leaderboard import load_suite
 
-    suite = load_suite("configs/suites/smoke.yaml")
-    specs = suite_specs(suite, ["exclusive", "always-copy", "random"])
+    specs = suite_specs(smoke2(), SMOKE_ENTRIES)
     out = tmp_path_factory.mktemp("smoke") / "records.jsonl"
     return run_sweep(specs, out, executor=InProcessExecutor(), progress=False).records
 
 
 def _outputs(records: list[dict[str, Any]], out: Path) -> dict[str, bytes]:
-    from cowlab.leaderboard import load_suite, write_outputs
+    from cowlab.leaderboard import write_outputs
 
-    suite = load_suite("configs/suites/smoke.yaml")
-    board = analyze(suite, ["exclusive", "always-copy", "random", "baseline"], records,
-                    reps=300, seed=0, name="det")
-    write_outputs(board, out)
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    lb = analyze(smoke2(), SMOKE_ENTRIES, records, reps=300, seed=0, name="det")
+    write_outputs(lb, out)
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file()}
 
 
 def test_outputs_are_the_same_bytes_when_regenerated_or_made_from_shuffled_records(
@@ -236,10 +257,11 @@ def test_outputs_are_the_same_bytes_when_regenerated_or_made_from_shuffled_recor
     shuffled = list(smoke_records)
     random.Random(3).shuffle(shuffled)
     mixed = _outputs(shuffled, tmp_path / "c")
-    assert {"main.csv", "summary.json", "main.tex", "per_workload.csv"} <= set(first)
+    assert {"v5.9/main.csv", "summary.json", "v5.19/main.tex", "v5.9/per_workload.csv",
+            "summary.csv"} <= set(first)
     assert first == again == mixed
     # printed numbers are rounded: no float noise past DIGITS decimals in the CSV
-    for row in (tmp_path / "a" / "main.csv").read_text().splitlines()[1:]:
+    for row in (tmp_path / "a" / "v5.9" / "main.csv").read_text().splitlines()[1:]:
         for cell in row.split(","):
             assert len(cell.partition(".")[2]) <= 6 or not cell[:1].isdigit()
 
@@ -263,7 +285,8 @@ def test_without_matplotlib_the_tables_are_written_and_the_figures_explained(
     assert "figures need matplotlib" in captured.err
     md = (tmp_path / "leaderboard.md").read_text()
     assert ".png" not in md and "cowlab[leaderboard]" in md
-    assert not list(tmp_path.glob("*.png")) and (tmp_path / "main.tex").exists()
+    assert not list(tmp_path.rglob("*.png")) and not list(tmp_path.rglob("*.pdf"))
+    assert (tmp_path / "v5.19" / "main.tex").exists() and "## v5.19" in md
 
 
 def _compile(tmp_path: Path, *tables: str) -> str:
@@ -292,13 +315,13 @@ def test_latex_tables_compile_with_pdflatex_and_fit_a_two_column_page(tmp_path: 
     recs = [{**r, "config": {**r["config"], "policy": long_name}}
             for r in _records() if r["config"]["policy"] == "good"]
     board = analyze(SUITE, [long_name, "baseline", "reckless"], [*_records(), *recs],
-                    reference=long_name, reps=20, name="t_v1 & 50%")
+                    reference=long_name, reps=20, name="t_v1 & 50%").boards[0]
     for name, text in (("main.tex", main_latex(board)), ("narrow.tex", main_narrow_latex(board)),
                        ("wl.tex", per_workload_latex(board))):
         (tmp_path / name).write_text(text)
         assert "\\toprule" in text and "\\caption{" in text and "\\label{tab:" in text
     main_tex = (tmp_path / "main.tex").read_text()
-    assert "\\begin{tabular}{@{}rllrrrrrrr@{}}" in main_tex  # numbers right-aligned
+    assert "\\begin{tabular}{@{}rllrrrrlrrr@{}}" in main_tex  # numbers right-aligned
     assert "$P(>$" in main_tex and "$\\mu$s" in main_tex
     assert "¿" not in main_tex and "P(>" not in main_tex.replace("$P(>$", "")
     log = _compile(tmp_path, "main.tex", "narrow.tex", "wl.tex")
@@ -312,3 +335,135 @@ def test_negative_numbers_get_a_math_minus_and_names_keep_their_hyphens() -> Non
     assert _latex_number("-6.23 [-7.28, -5.24]") == "$-$6.23 [$-$7.28, $-$5.24]"
     assert _latex_number("1 in 2/60 runs") == "1 in 2/60 runs"
     assert latex_escape("always-copy") == "always-copy"
+
+
+# ------------------------------------------------ issue 13: per-preset boards, bounded scores
+
+
+def test_each_preset_gets_its_own_board_ranked_against_its_own_kernel_rule(
+    smoke_records: list[dict[str, Any]]
+) -> None:
+
+    lb = analyze(smoke2(), SMOKE_ENTRIES, smoke_records, reps=50)
+    assert [b.kernel for b in lb.boards] == ["v5.9", "v5.19"]
+    old, new = lb.board("v5.9"), lb.board("v5.19")
+    assert (old.kernel_rule, old.reference) == ("baseline", "baseline")
+    assert (new.kernel_rule, new.reference) == ("exclusive", "exclusive")
+    # the v5.9 rule is not an entry: its board adds it as the reference row
+    assert [r.entry for r in old.rows if r.reference] == ["baseline"]
+    assert "baseline" not in [r.entry for r in new.rows]
+    assert [r.entry for r in new.rows if r.reference] == ["exclusive"]
+    # P(> rule) is against that preset's rule
+    assert next(r for r in old.rows if r.reference).poi == 0.5
+    assert next(r for r in new.rows if r.entry == "always-copy").poi == 0.0
+
+
+def test_a_rule_reading_a_facility_the_preset_lacks_is_flagged_on_that_preset_only(
+    smoke_records: list[dict[str, Any]]
+) -> None:
+    from cowlab.leaderboard import main_rows, markdown
+
+    lb = analyze(smoke2(), SMOKE_ENTRIES, smoke_records, reps=50)
+    old = {r.entry: r for r in lb.board("v5.9").rows}
+    new = {r.entry: r for r in lb.board("v5.19").rows}
+    assert old["exclusive"].absent_reads["anon_exclusive"] > 0
+    assert new["exclusive"].absent_reads == {}
+    assert old["baseline"].absent_reads == {} and old["always-copy"].absent_reads == {}
+    assert lb.board("v5.9").missing_facilities == ["anon_exclusive", "maybe_mapped_shared"]
+    row = next(c for c in main_rows(lb.board("v5.9")) if c[1] == "exclusive")
+    assert row[7].startswith("PageAnonExclusive (v5.19+) at ")
+    assert "absent facility" in markdown(lb, figures=False)
+
+
+def _rate_record(policy: str, seed: int, rate: float | None, workload: str = "w"
+                 ) -> dict[str, Any]:
+    rec = _record(policy, seed, 0.0)
+    rec["config"]["workload"] = workload
+    rec["metrics"]["reuse_rate"] = rate
+    return rec
+
+
+def test_scores_stay_within_0_and_1_when_the_kernel_rule_already_equals_the_oracle() -> None:
+    # the cell that made the old normalized score blow up: no gap between rule and oracle
+    suite = SuiteConfig(name="t-v1", kernels=["v5.19"],
+                        workloads=[WorkloadEntry("w"), WorkloadEntry("x")], seeds=[0, 1, 2],
+                        max_decisions=10)
+    records = []
+    for w in ("w", "x"):
+        for s in (0, 1, 2):
+            records += [_rate_record("exclusive", s, 1.0, w), _rate_record("oracle", s, 1.0, w),
+                        _rate_record("always-copy", s, 0.0, w),
+                        _rate_record("random", s, 0.4 + 0.01 * s, w)]
+    board = analyze(suite, ["oracle", "always-copy", "random"], records, reps=200).boards[0]
+    for r in board.rows:
+        for x in (r.iqm, r.ci_low, r.ci_high, r.poi, r.poi_low, r.poi_high):
+            assert 0.0 <= x <= 1.0, (r.entry, x)
+    rows = {r.entry: r for r in board.rows}
+    assert rows["always-copy"].iqm == 0.0 and rows["oracle"].iqm == 1.0
+    assert rows["oracle"].poi == 0.5  # ties with the rule everywhere
+    assert rows["random"].iqm == pytest.approx(0.41)
+
+
+def test_runs_without_a_truly_reusable_fault_are_excluded_and_counted() -> None:
+    records = [_rate_record("exclusive", s, 1.0) for s in (0, 1)]
+    records += [_rate_record("good", 0, 0.5), _rate_record("good", 1, None)]
+    board = analyze(SUITE, ["good"], records, reps=20).boards[0]
+    good = next(r for r in board.rows if r.entry == "good")
+    assert (good.runs, good.scored, good.unscored) == (2, 1, 1)
+    assert good.iqm == 0.5
+    from cowlab.leaderboard import main_rows
+
+    assert next(c for c in main_rows(board) if c[1] == "good")[-1] == "1/2"
+
+
+def test_parameterised_entries_are_separate_rows(
+    smoke_records: list[dict[str, Any]]
+) -> None:
+
+    lb = analyze(smoke2(), SMOKE_ENTRIES, smoke_records, reps=50)
+    rows = {r.entry: r for r in lb.board("v5.19").rows}
+    assert rows["random"].params == {} and rows["random:p_reuse=0.9"].params == {"p_reuse": 0.9}
+    assert rows["random:p_reuse=0.9"].iqm > rows["random"].iqm
+    with pytest.raises(LeaderboardError, match="names the same runs as"):
+        analyze(smoke2(), ["random:p_reuse=0.5", "random:p_reuse=0.50"], smoke_records, reps=5)
+
+
+def test_a_bad_entry_parameter_in_a_leaderboard_config_is_a_located_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["leaderboard", "configs/leaderboard/smoke.yaml", "entries=['random:p=1']",
+                 f"output={tmp_path}", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "smoke.yaml: entries[0]" in err
+    assert "unknown parameter 'p' for policy 'random'" in err
+
+
+def test_figures_are_png_and_pdf_for_the_summary_and_every_preset(
+    smoke_records: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib", reason="the leaderboard extra is not installed")
+    from PIL import Image
+
+    from cowlab.leaderboard import write_outputs
+
+    lb = analyze(smoke2(), SMOKE_ENTRIES, smoke_records, reps=50)
+    files = write_outputs(lb, tmp_path, figures=True)
+    stems = ["summary", "v5.9/profiles", "v5.9/blockers", "v5.19/profiles", "v5.19/blockers"]
+    for stem in stems:
+        png, pdf = tmp_path / f"{stem}.png", tmp_path / f"{stem}.pdf"
+        assert png in files and pdf in files
+        with Image.open(png) as img:
+            assert img.format == "PNG" and img.size[0] > 500
+        assert pdf.read_bytes().startswith(b"%PDF")
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "(v5.9/profiles.png)" in md and "(summary.png)" in md
+
+
+def test_entries_keep_their_colour_and_marker_in_every_figure_and_none_repeat() -> None:
+    from cowlab.leaderboard import Leaderboard, _styles
+
+    specs = [f"p{i}" for i in range(15)]
+    lb = Leaderboard(name="t", suite=SUITE, boards=[], confidence=0.95, reps=1, entries=specs)
+    styles = _styles(lb)
+    assert len(set(styles.values())) == len(specs)
+    assert len({c for c, _ in styles.values()}) == len(specs)  # distinct colours too

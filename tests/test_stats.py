@@ -44,11 +44,32 @@ def test_normalized_score_maps_baseline_to_zero_and_oracle_to_one() -> None:
     assert normalized_score(0.0, 0.4, 0.9) == pytest.approx(-0.8)
 
 
-def test_normalized_score_without_headroom_is_one_at_the_oracle_and_zero_below() -> None:
-    assert normalized_score(1.0, 1.0, 1.0) == 1.0
-    assert normalized_score(0.5, 1.0, 1.0) == 0.0
+def test_a_cell_whose_gap_is_below_epsilon_gets_no_score_instead_of_a_division() -> None:
+    from cowlab.stats import GAP_EPS
+
+    assert GAP_EPS == 0.01
+    assert normalized_score(1.0, 1.0, 1.0) is None  # baseline == oracle: never divided by
+    assert normalized_score(0.0, 0.995, 1.0) is None  # the old -199 cell
+    assert normalized_score(0.0, 0.99, 1.0) == pytest.approx(-99.0)  # gap exactly eps: kept
+    assert normalized_score(0.5, 0.9, 1.0, eps=0.2) is None  # eps is a parameter
     assert normalized_score(None, 0.1, 1.0) is None
     assert normalized_score(0.5, None, 1.0) is None
+
+
+def test_the_bootstrap_resamples_within_each_workload_so_strata_keep_their_weight() -> None:
+    # two workloads of two runs each: a stratified replicate always pools two 0s and two
+    # 1s (IQM 0.5); resampling the pooled runs would give 0 or 1 in some replicates
+    scores = {"a": [0.0, 0.0], "b": [1.0, 1.0]}
+    assert stratified_bootstrap_ci(scores, reps=500, seed=3) == (0.5, 0.5, 0.5)
+
+
+def test_the_bootstrap_is_seeded_and_its_interval_covers_the_estimate() -> None:
+    scores = {"a": [0.1, 0.5, 0.9, 0.3, 0.7], "b": [0.2, 0.4, 0.6, 0.8, 1.0]}
+    first = stratified_bootstrap_ci(scores, reps=400, seed=7)
+    assert stratified_bootstrap_ci(scores, reps=400, seed=7) == first
+    point, low, high = first
+    assert low <= point <= high and low < high
+    assert low >= 0.0 and high <= 1.0
 
 
 def test_probability_of_improvement_uses_mann_whitney_with_half_ties() -> None:

@@ -70,8 +70,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help=f"kernel preset (default {DEFAULT_KERNEL}: {DEFAULT_KERNEL_WHY}); "
                    f"with --matrix and no --policy, every preset is run. Known: "
                    f"{', '.join(PRESETS)}")
-    p.add_argument("--policy", action="append", default=None, metavar="NAME",
-                   help="reuse policy (default: the preset's own rule); with --matrix it may "
+    p.add_argument("--policy", action="append", default=None, metavar="SPEC",
+                   help="reuse policy: NAME or NAME:KEY=VALUE,... (docs/policy-api.md; "
+                   "default: the preset's own rule); with --matrix it may "
                    "be repeated, one column per policy on --kernel")
     p.add_argument("--filter", default=None, metavar="TEXT",
                    help="run only the tests whose name contains TEXT (case-insensitive), "

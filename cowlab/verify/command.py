@@ -45,8 +45,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
             "depth over that universe, which is not a proof of safety beyond it."
         ),
     )
-    p.add_argument("--policy", default=None, metavar="NAME",
-                   help="reuse policy (default: the preset's own rule)")
+    p.add_argument("--policy", default=None, metavar="SPEC",
+                   help="reuse policy: NAME or NAME:KEY=VALUE,... (docs/policy-api.md; "
+                   "default: the preset's own rule)")
     p.add_argument("--kernel", default="v5.19", metavar="PRESET",
                    help="kernel preset (default v5.19)")
     p.add_argument("--depth", type=int, default=DEFAULT_DEPTH,

@@ -3,7 +3,7 @@
     python experiments/bench/bench_eval.py [--seeds 2] [--no-ray]
 
 Runs the cowlab-bench-v1 suite (all kernels and workloads, the first ``--seeds`` seeds)
-for the shipped kernel policies plus the anchors, once per executor, into fresh
+for the shipped kernel policies plus each preset's kernel rule, once per executor, into fresh
 temporary records files, checks the records agree, and prints records per minute. Ray's
 figure includes starting a local Ray instance (its overhead on one machine).
 """
