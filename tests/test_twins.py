@@ -10,6 +10,7 @@ import pytest
 from cowlab.env import encode_features
 from cowlab.kernel.decision import Decision
 from cowlab.kernel.fault import FaultView
+from cowlab.kernel.presets import PRESETS
 from cowlab.plugins import get_registry
 from cowlab.scenario import Scenario, ScenarioRunner
 
@@ -34,11 +35,26 @@ class Fixed:
         return self.decision
 
 
-def _last_write(twin: str, kernel: str, decision: Decision) -> tuple[tuple[float, ...], str | None]:
+def _last_write(twin: str | Scenario, kernel: str,
+                decision: Decision) -> tuple[tuple[float, ...], str | None]:
     policy = Fixed(decision)
-    scenario = Scenario.load(TWINS / f"{twin}.yaml", kernel=kernel)
+    scenario = (Scenario.load(TWINS / f"{twin}.yaml", kernel=kernel)
+                if isinstance(twin, str) else twin)
     result = ScenarioRunner(scenario, policy, seed=0).run()
     return policy.seen[-1], result.attempts[-1].violation
+
+
+def _foll_get_twin(kernel: str, child_takes_it: bool) -> Scenario:
+    """The FOLL_GET twins: p's own R/O reference, or one its child took before exiting."""
+    gup = {"op": "gup", "page": 0, "kind": "get", "write": False, "name": "g",
+           "mm": "c" if child_takes_it else "p"}
+    exit_ = {"op": "exit", "mm": "c"}
+    steps = [{"op": "mmap", "mm": "p", "page": 0, "pages": 1},
+             {"op": "write", "mm": "p", "page": 0},
+             {"op": "fork", "mm": "p", "child": "c"},
+             *([gup, exit_] if child_takes_it else [exit_, gup]),
+             {"op": "write", "mm": "p", "page": 0}]
+    return Scenario.from_mapping({"kernel": kernel, "steps": steps})
 
 
 @pytest.mark.parametrize("kernel", PRE_PAE)
@@ -59,3 +75,17 @@ def test_page_anon_exclusive_makes_the_twins_safe_from_v5_19(twin: str) -> None:
     scenario = Scenario.load(TWINS / f"{twin}.yaml", kernel="v5.19")
     result = ScenarioRunner(scenario, get_registry().make_policy("exclusive"), seed=0).run()
     assert result.violations == []
+
+
+@pytest.mark.parametrize("kernel", [k for k in PRESETS if k != "v5.8"])
+def test_foll_get_twins_defeat_every_rule_on_every_preset_but_v5_8(kernel: str) -> None:
+    # v5.8 breaks COW when GUP takes a reference in a COW mapping (17839856fd58), so
+    # there the writer's own reference is on a page nobody else maps: no twin.
+    own, child = (_foll_get_twin(kernel, c) for c in (False, True))
+    own_reuse, own_reuse_v = _last_write(own, kernel, Decision.REUSE)
+    own_copy, own_copy_v = _last_write(own, kernel, Decision.COPY)
+    child_reuse, child_reuse_v = _last_write(child, kernel, Decision.REUSE)
+    child_copy, child_copy_v = _last_write(child, kernel, Decision.COPY)
+    assert own_reuse == own_copy == child_reuse == child_copy
+    assert (own_reuse_v, own_copy_v) == (None, "pin_incoherent")
+    assert (child_reuse_v, child_copy_v) == ("leak", None)
