@@ -654,6 +654,7 @@ static uint64_t zero_pfn;
 static int host_cpus;
 static cpu_set_t allowed_cpus;
 static int have_swap;
+static char swap_area[300] = "";
 static uint64_t seq = 1;
 
 static int cpu_usable(long cpu) { return cpu >= 0 && cpu < CPU_SETSIZE && CPU_ISSET((int)cpu, &allowed_cpus); }
@@ -850,7 +851,14 @@ static int run_script(void) {
     {
         FILE *f = fopen("/proc/swaps", "r");
         char line[512];
-        if (f) { int nl = 0; while (fgets(line, sizeof line, f)) nl++; fclose(f); have_swap = nl > 1; }
+        if (f) {
+            int nl = 0;
+            while (fgets(line, sizeof line, f)) {
+                if (nl++ == 1) { line[strcspn(line, "\n")] = 0; snprintf(swap_area, sizeof swap_area, "%s", line); }
+            }
+            fclose(f);
+            have_swap = nl > 1;
+        }
     }
     for (int i = 0; i < nmms; i++) {
         int a[2], b[2];
@@ -894,6 +902,8 @@ static int run_script(void) {
     json_str(out, u.machine);
     fprintf(out, "},\n  \"host\": {\"cpus\": %d, \"swap\": %s, \"pfn_visible\": %s, \"uid\": %d",
             host_cpus, have_swap ? "true" : "false", pfn_visible ? "true" : "false", (int)getuid());
+    fprintf(out, ", \"swap_area\": ");
+    json_str(out, swap_area);
     const char *knobs[] = {"/sys/kernel/mm/transparent_hugepage/enabled", "/sys/kernel/mm/ksm/run"};
     for (int i = 0; i < 2; i++) {
         char v[64] = "unavailable";
