@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from cowlab.geometry import DEFAULT_GEOMETRY, Geometry, GeometryError
 from cowlab.costfile import CostFileError, load_costs
+from cowlab.geometry import DEFAULT_GEOMETRY, Geometry, GeometryError
 from cowlab.kernel.costs import DEVICES, CostModel
 from cowlab.kernel.engine import Engine, Thread, ThreadGen
 from cowlab.kernel.errors import KernelError

@@ -118,8 +118,8 @@ def calibrate(out: Path, *, repeats: int, swapfile: int | None) -> dict[str, Any
         "swap_device_read_ns_measured": (timings["timings"].get("swapin_major_fault") or {})
         .get("median_ns"),
         "swap_device_defaults_ns": {k: v.read_ns for k, v in DEVICES.items()},
-        "notes": notes + ["alloc_ns, copy_4k_ns and rmap_ns share the copy fault's extra "
-                          "time in the defaults' proportions (not timed apart)"],
+        "notes": [*notes, "alloc_ns, copy_4k_ns and rmap_ns share the copy fault's extra "
+                  "time in the defaults' proportions (not timed apart)"],
         "setup_log": log,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

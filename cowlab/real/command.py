@@ -10,12 +10,13 @@ import argparse
 import json
 import sys
 
+from cowlab.plugins import get_registry
 from cowlab.real.compare import format_comparison
 from cowlab.real.harness import emit
 from cowlab.real.host import parse_size
 from cowlab.real.run import USAGE_ERRORS, import_result, run_real
 from cowlab.real.script import translate
-from cowlab.scenario import Scenario
+from cowlab.scenario import Scenario, ScenarioRunner
 
 
 class RealUsageError(Exception):
@@ -75,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(comp.to_dict(), indent=2) if args.json else format_comparison(comp))
             return comp.exit_status
         if cmd == "emit":
-            sys.stdout.write(emit(translate(Scenario.load(args.file))))
+            scenario = Scenario.load(args.file)
+            # Refuse what the simulator refuses when the step is reached, too.
+            ScenarioRunner(scenario, get_registry().make_policy(
+                scenario.kernel.default_policy)).run()
+            sys.stdout.write(emit(translate(scenario)))
             return 0
         if cmd == "import":
             comp = import_result(args.result, args.file, kernel=args.kernel, policy=args.policy)

@@ -9,6 +9,7 @@ by the sha256 of the source and the compiler command, so an edited harness is re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -142,10 +143,8 @@ def run_harness(script: Script, *, exe: Path | None = None, timeout_s: int | Non
             raise
         finally:
             # Workers are in the harness's process group: none may outlive it.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     finally:
         os.unlink(path)
     if proc.returncode != 0:

@@ -53,7 +53,7 @@ def prepare(path: str | Path, *, kernel: str | None = None, swap: str | None = N
         scenario.machine = dataclasses.replace(scenario.machine, swap=device)
     pol = get_registry().make_policy(policy or scenario.kernel.default_policy,
                                      where="--policy")
-    sim = ScenarioRunner(scenario, pol).run()  # type: ignore[arg-type]
+    sim = ScenarioRunner(scenario, pol).run()
     return Prepared(scenario, sim, translate(scenario), note)
 
 

@@ -30,10 +30,10 @@ from typing import Any
 
 import yaml
 
-from cowlab.real.compare import Comparison
+from cowlab.real.compare import Comparison, compare
 from cowlab.real.harness import HarnessError, check_host, run_harness
 from cowlab.real.host import MachineSetup, parse_size, preset_for
-from cowlab.real.run import compare, host_release, prepare, thp_orders
+from cowlab.real.run import host_release, prepare, thp_orders
 from cowlab.scenario import Scenario, ScenarioError, ScenarioRunner
 
 #: The command that regenerates the committed report (docs/real.md, experiments/real/).
@@ -71,7 +71,7 @@ def families(doc: dict[str, Any]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- selftests
-_VARIANTS = {
+_VARIANTS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "page": ({"pages": 1}, []),
     "swapped-page": ({"pages": 1}, ["pageout"]),
     "pmd-thp": ({"pages": 512, "thp": "pmd"}, []),
@@ -100,7 +100,8 @@ def selftest_scenarios() -> Iterator[tuple[str, dict[str, Any]]]:
         wp = {"op": "write", "mm": "parent", "page": 0, "pages": n}
         wc = {"op": "write", "mm": "child", "page": 0, "pages": n}
         ex = {"op": "exit", "mm": "child"}
-        pipe = {"op": "gup", "kind": "get", "page": 0, "pages": n, "name": "pipe"}
+        # A pipe holds at most fs.pipe-max-size (1 MiB by default): 256 pages.
+        pipe = {"op": "gup", "kind": "get", "page": 0, "pages": min(n, 256), "name": "pipe"}
         pin = {"op": "gup", "mm": "parent", "kind": "pin", "write": True, "longterm": True,
                "page": 0, "pages": n, "name": "buf"}
         cases = {
@@ -134,7 +135,7 @@ def selftest_scenarios() -> Iterator[tuple[str, dict[str, Any]]]:
     fork = {"op": "fork", "mm": "parent", "child": "child"}
     tail = [{"op": "write", "mm": "parent", "page": 0, "pages": 512}, {"op": "exit",
                                                                         "mm": "child"}]
-    collapse = {
+    collapse: dict[str, list[dict[str, Any]]] = {
         "unshared": [col, fork],
         "fully-shared": [fork, col],
         "lower-shared": [{"op": "madvise", "mm": "parent", "page": 256, "pages": 256,
@@ -231,7 +232,7 @@ def random_scenarios(count: int, seed: int, preset: str) -> Iterator[tuple[str, 
             from cowlab.plugins import get_registry
 
             pol = get_registry().make_policy(sc.kernel.default_policy)
-            ScenarioRunner(sc, pol).run()  # type: ignore[arg-type]
+            ScenarioRunner(sc, pol).run()
         except ScenarioError:
             continue
         yield f"random-{seed}-{made:02d}", doc

@@ -1,0 +1,112 @@
+"""The harness on the host kernel (marker ``real``): skipped with the reason where it
+cannot run (not Linux, not root, no C compiler). A few small scenarios only; the full
+differential suite is the ``cowlab real suite`` command, not a test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from cowlab.real.harness import run_harness
+from cowlab.real.host import THP_DIR, MachineSetup, _choice
+from cowlab.real.run import run_real
+from cowlab.real.script import translate
+from cowlab.scenario import Scenario
+
+pytestmark = [
+    pytest.mark.real,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the harness needs Linux"),
+    pytest.mark.skipif(sys.platform.startswith("linux") and os.geteuid() != 0,
+                       reason="the harness needs root (pagemap PFNs, sysfs knobs)"),
+    pytest.mark.skipif(shutil.which("cc") is None and not os.environ.get("CC"),
+                       reason="no C compiler (cc) on PATH"),
+]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_fork_with_a_live_child_copies_then_reuses_on_the_real_kernel() -> None:
+    comp = run_real("experiments/scenarios/fork-child-live.yaml")
+    assert comp.differ == 0 and comp.agree == 12
+    real = [(r.real or {}).get("outcome") for r in comp.rows]
+    assert real == ["none"] * 4 + ["copy", "copy", "reuse", "reuse", "copy", "copy",
+                                   "reuse", "reuse"]
+
+
+def test_vmsplice_reference_of_the_writer_goes_stale_when_fork_forces_a_copy(
+        tmp_path: Path) -> None:
+    # The writer's own pipe reference, then fork: the parent's write copies the page
+    # and the pipe keeps the old one, which both kernels call pin_incoherent.
+    path = _write(tmp_path, """
+kernel: v6.15
+steps:
+  - {op: mmap, mm: p, page: 0}
+  - {op: write, mm: p, page: 0}
+  - {op: gup, mm: p, page: 0, kind: get, name: pipe}
+  - {op: fork, mm: p, child: c}
+  - {op: write, mm: p, page: 0}
+  - {op: put, name: pipe}
+""")
+    comp = run_real(path)
+    last = comp.rows[-1]
+    assert last.real is not None
+    assert (last.real["fault"], last.real["outcome"], last.real["violation"]) == \
+        ("wp", "copy", "pin_incoherent")
+    assert last.status == "agree"
+
+
+def test_io_uring_pin_stays_coherent_across_fork(tmp_path: Path) -> None:
+    path = _write(tmp_path, """
+kernel: v6.15
+steps:
+  - {op: mmap, mm: p, page: 0, pages: 2}
+  - {op: write, mm: p, page: 0, pages: 2}
+  - {op: gup, mm: p, page: 0, pages: 2, kind: pin, write: true, longterm: true, name: buf}
+  - {op: fork, mm: p, child: c}
+  - {op: write, mm: p, page: 0, pages: 2}
+  - {op: write, mm: c, page: 0, pages: 2}
+  - {op: put, name: buf}
+""")
+    comp = run_real(path)
+    assert all(s["status"] == "ok" for s in comp.steps), comp.steps
+    assert comp.differ == 0
+    assert all((r.real or {}).get("violation") is None for r in comp.rows)
+
+
+def test_skipped_steps_are_reported_and_exclude_later_writes(tmp_path: Path) -> None:
+    path = _write(tmp_path, """
+machine: {cpus: 1024}
+steps:
+  - {op: mmap, mm: a, page: 0}
+  - {op: write, mm: a, page: 0, cpu: 1023}
+  - {op: write, mm: a, page: 0}
+""")
+    script = translate(Scenario.load(path, kernel="v6.15"))
+    result = run_harness(script)
+    assert result["steps"][1]["status"].startswith("skipped: cpu 1023 is not available")
+    comp = run_real(path)
+    assert comp.rows[-1].status == "excluded"
+
+
+def test_swapfile_and_thp_knobs_are_restored_after_an_interrupt(tmp_path: Path) -> None:
+    knob = THP_DIR / "hugepages-64kB" / "enabled"
+    if not knob.exists():
+        pytest.skip("no 64 kB mTHP knob on this kernel")
+    before = _choice(knob)
+    setup = MachineSetup(thp_orders={4}, swapfile=16 << 20, swap_dir=str(tmp_path))
+    with pytest.raises(KeyboardInterrupt), setup:
+        assert _choice(knob) == "madvise"
+        assert setup.swapfile is not None
+        assert str(setup.swapfile) in Path("/proc/swaps").read_text()
+        raise KeyboardInterrupt
+    assert _choice(knob) == before
+    assert list(tmp_path.iterdir()) == []
+    assert "cowlab-real-" not in Path("/proc/swaps").read_text()
