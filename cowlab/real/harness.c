@@ -854,6 +854,8 @@ static int run_script(void) {
     zero_pfn = PM_PFN(pagemap_entry((unsigned long)scratch));
     scratch[PAGE] = 1; /* the drain page */
     int pfn_visible = zero_pfn != 0;
+    /* soft-dirty tracking exists only if a freshly written page is marked soft-dirty */
+    int have_softdirty = (int)PM_SOFTDIRTY(pagemap_entry((unsigned long)scratch + PAGE));
 
     {
         FILE *f = fopen("/proc/swaps", "r");
@@ -907,6 +909,7 @@ static int run_script(void) {
     json_str(out, u.machine);
     fprintf(out, "},\n  \"host\": {\"cpus\": %d, \"swap\": %s, \"pfn_visible\": %s, \"uid\": %d",
             host_cpus, have_swap ? "true" : "false", pfn_visible ? "true" : "false", (int)getuid());
+    fprintf(out, ", \"soft_dirty\": %s", have_softdirty ? "true" : "false");
     fprintf(out, ", \"swap_area\": ");
     json_str(out, swap_area);
     const char *knobs[] = {"/sys/kernel/mm/transparent_hugepage/enabled", "/sys/kernel/mm/ksm/run"};
@@ -1011,6 +1014,7 @@ static int run_script(void) {
             worker_live[mm] = 0;
             step_status(s, r.status ? "error: exit" : "ok");
         } else if (!strcmp(s->op, "softdirty")) {
+            if (!have_softdirty) { step_status(s, "skipped: this kernel has no soft-dirty tracking (a freshly written page is not soft-dirty in pagemap: CONFIG_MEM_SOFT_DIRTY is off), so clear_refs 4 write-protects nothing"); continue; }
             SIMPLE(W_SOFTDIRTY, 0, 0, 0, -1);
         } else if (!strcmp(s->op, "gupget")) {
             /* mm page pages name cpu */
@@ -1137,11 +1141,16 @@ static int calibrate(int reps) {
     printf(",\n  \"timings\": {\n");
     char *m;
     int n;
-    /* 1. reuse write fault: clear_refs write-protects exclusive pages; the write reuses. */
+    /* 1. reuse write fault: after fork() and the child's exit the pages are mapped
+     * read-only and no longer marked exclusive; the parent's write reuses each one. */
     m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     madvise(m, len, MADV_NOHUGEPAGE);
     for (int i = 0; i < reps; i++) m[(size_t)i * PAGE] = 1;
-    { int fd = open("/proc/self/clear_refs", O_WRONLY); if (fd >= 0) { (void)!write(fd, "4", 1); close(fd); } }
+    {
+        pid_t c = fork();
+        if (c == 0) _exit(0);
+        waitpid(c, NULL, 0);
+    }
     n = 0;
     for (int i = 0; i < reps; i++) {
         char *p = m + (size_t)i * PAGE;
@@ -1151,7 +1160,7 @@ static int calibrate(int reps) {
         long t1 = now_ns(), f1 = faults_now();
         if (f1 - f0 == 1 && PM_PFN(pagemap_entry((unsigned long)p)) == PM_PFN(b)) v[n++] = t1 - t0;
     }
-    print_stat("reuse_fault", v, n, reps, "write fault on an exclusive page write-protected by clear_refs (soft-dirty): wp_page_reuse");
+    print_stat("reuse_fault", v, n, reps, "write fault on a page left read-only by fork() after the child exited: reused by the refcount check (wp_page_reuse)");
     munmap(m, len);
     /* 2. copy write fault: a live child shares every page; the parent's write copies. */
     m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
