@@ -154,11 +154,11 @@ def compare(sim: ScenarioResult, result: object, script: Script, *,
                                 differs=("alignment",),
                                 note="the harness recorded no matching store"))
                 continue
-            compared = tuple(f for f in FIELDS if not (f == "outcome"
-                                                       and real["outcome"] == "unknown"))
+            compared = tuple(f for f in FIELDS if real[f] != "unknown")
             differs = tuple(f for f in compared if s[f] != real[f])
-            note = "outcome not observable: " + real.get("note", "") \
-                if "outcome" not in compared else ""
+            unseen = [f for f in FIELDS if f not in compared]
+            note = f"{' and '.join(unseen)} not observable: {real.get('note', '')}" \
+                if unseen else ""
             rows.append(Row(index, s["mm"], s["page"], s, real,
                             "differ" if differs else "agree", compared, differs, note))
     return Comparison(sim.scenario.source, sim.scenario.kernel.name,

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/io_uring.h>
+#include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -31,6 +32,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -312,7 +314,7 @@ static int ring_write_fixed(struct ring *r, int fd, unsigned long addr, unsigned
 /* ------------------------------------------------------------------------ */
 
 enum { W_MMAP = 1, W_MUNMAP, W_MREMAP, W_MPROTECT, W_MADVISE, W_READ, W_WRITE, W_FORK, W_EXIT,
-       W_SOFTDIRTY, W_VMSPLICE, W_REGISTER, W_FINDPFN, W_PAGEMAP, W_MLOCK, W_MUNLOCK };
+       W_SOFTDIRTY, W_VMSPLICE, W_REGISTER, W_FINDPFN, W_PAGEMAP, W_MLOCK, W_MUNLOCK, W_UFFDWP };
 
 struct cmd {
     int op, cpu;
@@ -326,6 +328,7 @@ struct reply {
     long faults, majflt;
     uint64_t pm_before, pm_after, extra, extra2;
     long found_page;
+    long uffd_resolved;
     char msg[120];
 };
 
@@ -387,6 +390,44 @@ static void worker_close_controller_ends(void) {
 
 static void reply_send(struct reply *r) {
     if (write_all(rep_w[my_mm], r, sizeof *r)) _exit(1);
+}
+
+/* userfaultfd write-protection: a monitor thread in the worker resolves every uffd-wp
+ * fault by removing the protection of that page (what the simulator's monitor does). */
+static int uffd = -1;
+static volatile long uffd_resolved;
+
+static void *uffd_monitor(void *arg) {
+    (void)arg;
+    for (;;) {
+        struct pollfd pfd = {uffd, POLLIN, 0};
+        if (poll(&pfd, 1, -1) < 0) continue;
+        struct uffd_msg msg;
+        if (read(uffd, &msg, sizeof msg) != (ssize_t)sizeof msg) continue;
+        if (msg.event != UFFD_EVENT_PAGEFAULT || !(msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP))
+            continue;
+        struct uffdio_writeprotect wp = {{msg.arg.pagefault.address & ~(PAGE - 1), PAGE}, 0};
+        ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
+        __atomic_add_fetch(&uffd_resolved, 1, __ATOMIC_SEQ_CST);
+    }
+    return NULL;
+}
+
+static int uffd_wp_range(unsigned long addr, size_t len, int enable, char *msg, size_t mlen) {
+    if (uffd < 0) {
+        uffd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+        if (uffd < 0) { snprintf(msg, mlen, "userfaultfd: %s", strerror(errno)); return errno; }
+        struct uffdio_api api = {UFFD_API, UFFD_FEATURE_PAGEFAULT_FLAG_WP, 0};
+        if (ioctl(uffd, UFFDIO_API, &api)) { snprintf(msg, mlen, "UFFDIO_API(WP): %s", strerror(errno)); close(uffd); uffd = -1; return EOPNOTSUPP; }
+        pthread_t th;
+        if (pthread_create(&th, NULL, uffd_monitor, NULL)) { snprintf(msg, mlen, "pthread_create failed"); return EAGAIN; }
+        pthread_detach(th);
+    }
+    struct uffdio_register reg = {{addr, len}, UFFDIO_REGISTER_MODE_WP, 0};
+    if (ioctl(uffd, UFFDIO_REGISTER, &reg)) { snprintf(msg, mlen, "UFFDIO_REGISTER(WP): %s", strerror(errno)); return errno; }
+    struct uffdio_writeprotect wp = {{addr, len}, enable ? UFFDIO_WRITEPROTECT_MODE_WP : 0};
+    if (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp)) { snprintf(msg, mlen, "UFFDIO_WRITEPROTECT: %s", strerror(errno)); return errno; }
+    return 0;
 }
 
 static void do_worker_cmd(struct cmd *c) {
@@ -469,9 +510,11 @@ static void do_worker_cmd(struct cmd *c) {
         volatile uint64_t *q = (volatile uint64_t *)addr;
         r.pm_before = pagemap_entry(addr);
         if (!PM_PRESENT(r.pm_before) && PM_SWAP(r.pm_before)) r.extra2 = lastpfn_get(c->a);
+        long u0 = uffd_resolved;
         long f0 = faults_now(), m0 = majflt_now();
         *q = c->val;
         long f1 = faults_now(), m1 = majflt_now();
+        r.uffd_resolved = uffd_resolved - u0;
         r.pm_after = pagemap_entry(addr);
         r.faults = f1 - f0;
         r.majflt = m1 - m0;
@@ -479,6 +522,9 @@ static void do_worker_cmd(struct cmd *c) {
     }
     case W_PAGEMAP:
         r.pm_before = pagemap_entry(addr);
+        break;
+    case W_UFFDWP:
+        r.status = uffd_wp_range(addr, len, (int)c->c, r.msg, sizeof r.msg);
         break;
     case W_FINDPFN: {
         /* Look for PFN c->val among this mm's present pages (except page c->a when c->c):
@@ -508,6 +554,7 @@ static void do_worker_cmd(struct cmd *c) {
         if (pid < 0) { r.status = errno; snprintf(r.msg, sizeof r.msg, "fork: %s", strerror(errno)); break; }
         if (pid == 0) {
             reopen_pagemap();
+            if (uffd >= 0) { close(uffd); uffd = -1; } /* no monitor thread in the child */
             my_mm = child;
             struct reply hello;
             memset(&hello, 0, sizeof hello);
@@ -746,19 +793,37 @@ static void check_observers(int mm, long page, uint64_t val, uint64_t pfn_after,
     strcpy(violation, leak ? "\"leak\"" : incoherent ? "\"pin_incoherent\"" : "null");
 }
 
+/* Is pfn the shared zero page or the huge zero page?  /proc/kpageflags (root) has
+ * KPF_ZERO_PAGE (bit 24) for both; without it only the 4 KiB zero page is known. */
+static int kpageflags_fd = -2;
+static int is_zero_pfn(uint64_t pfn) {
+    if (pfn == zero_pfn) return 1;
+    if (kpageflags_fd == -2) kpageflags_fd = open("/proc/kpageflags", O_RDONLY);
+    uint64_t flags = 0;
+    if (kpageflags_fd < 0 || pread(kpageflags_fd, &flags, 8, (off_t)(pfn * 8)) != 8) return 0;
+    return (int)((flags >> 24) & 1);
+}
+
 static void record_write(struct step *s, int mm, long page, long cpu, uint64_t val,
                          struct reply *r) {
     uint64_t b = r->pm_before, a = r->pm_after;
     const char *fault, *outcome;
     const char *note = "";
-    if (r->faults == 0) { fault = "none"; outcome = "none"; }
+    if (r->uffd_resolved > 0) {
+        /* The uffd-wp fault is retried after the monitor resolved it, and the retry is
+         * counted whether it found the page writable or took a write fault. */
+        fault = "unknown";
+        outcome = PM_PFN(a) != PM_PFN(b) ? "copy" : "unknown";
+        note = "resolved by the uffd-wp monitor; the retried fault cannot be told from no fault";
+        if (PM_PFN(a) != PM_PFN(b)) fault = "wp";
+    } else if (r->faults == 0) { fault = "none"; outcome = "none"; }
     else if (!PM_PRESENT(b) && PM_SWAP(b)) {
         fault = "swap";
         if (r->majflt > 0) { outcome = "unknown"; note = "read from the swap device: a new frame either way"; }
         else if (!r->extra2) { outcome = "unknown"; note = "frame before the swap-out not recorded"; }
         else outcome = PM_PFN(a) == r->extra2 ? "reuse" : "copy";
     } else if (!PM_PRESENT(b)) { fault = "anon"; outcome = "none"; }
-    else if (PM_PFN(b) == zero_pfn) { fault = "anon"; outcome = "none"; note = "zero page"; }
+    else if (is_zero_pfn(PM_PFN(b))) { fault = "anon"; outcome = "none"; note = PM_PFN(b) == zero_pfn ? "zero page" : "huge zero page"; }
     else { fault = "wp"; outcome = PM_PFN(a) == PM_PFN(b) ? "reuse" : "copy"; }
     char violation[32], observers[1024];
     int moved = r->faults > 0 && PM_PRESENT(b) && PM_PRESENT(a) && PM_PFN(a) != PM_PFN(b);
@@ -1013,6 +1078,11 @@ static int run_script(void) {
             waitpid(worker_pid[mm], NULL, 0);
             worker_live[mm] = 0;
             step_status(s, r.status ? "error: exit" : "ok");
+        } else if (!strcmp(s->op, "uffdwp")) {
+            /* mm page pages enable */
+            c.op = W_UFFDWP; c.a = a[1]; c.b = a[2]; c.c = a[3];
+            r = send_cmd(mm, &c);
+            if (r.status) step_status(s, "skipped: %s", r.msg); else step_status(s, "ok");
         } else if (!strcmp(s->op, "softdirty")) {
             if (!have_softdirty) { step_status(s, "skipped: this kernel has no soft-dirty tracking (a freshly written page is not soft-dirty in pagemap: CONFIG_MEM_SOFT_DIRTY is off), so clear_refs 4 write-protects nothing"); continue; }
             SIMPLE(W_SOFTDIRTY, 0, 0, 0, -1);

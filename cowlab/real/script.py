@@ -51,7 +51,6 @@ UNSUPPORTED = {
     "speculative": "a transient GUP-fast reference cannot be held on purpose from user space",
     "migrate": "page migration (move_pages) is not performed by the harness",
     "reclaim": "memory-pressure reclaim of chosen pages cannot be triggered deterministically",
-    "uffd_wp": "userfaultfd write-protection is not implemented by the harness",
 }
 #: An ``io_complete`` waits this long in real time (write-back completion is not visible).
 IO_COMPLETE_SLEEP_US = 100_000
@@ -178,6 +177,8 @@ def _translate_step(step: Step, m: Callable[[str], int], pipe: Callable[[str], i
         return f"mlock {m(a['mm'])} {a['page']} {a['pages']} {a['cpu']}"
     if op == "munlock":
         return f"munlock {m(a['mm'])} {a['page']} {a['pages']}"
+    if op == "uffd_wp":
+        return f"uffdwp {m(a['mm'])} {a['page']} {a['pages']} {int(a['enable'])}"
     if op == "clear_softdirty":
         return f"softdirty {m(a['mm'])}"
     if op == "gup":

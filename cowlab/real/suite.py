@@ -41,7 +41,7 @@ REGENERATE = ("cowlab real suite --scenarios experiments/scenarios --random 24 -
               "--swapfile 256M --out experiments/real/report")
 
 FAMILIES = ("basic", "fork", "vmsplice", "io_uring pin", "mprotect", "soft-dirty", "swap",
-            "thp", "mthp", "collapse", "ksm", "madvise other", "mremap", "mlock")
+            "thp", "mthp", "collapse", "ksm", "madvise other", "mremap", "mlock", "uffd-wp")
 
 
 def families(doc: dict[str, Any]) -> list[str]:
@@ -67,6 +67,8 @@ def families(doc: dict[str, Any]) -> list[str]:
             fam.add("ksm")
         elif op in ("mremap", "mlock"):
             fam.add(op)
+        elif op == "uffd_wp":
+            fam.add("uffd-wp")
     return sorted(fam) or ["basic"]
 
 
@@ -176,7 +178,7 @@ def random_scenario(rng: random.Random, n: int) -> dict[str, Any]:
         cpu = rng.randrange(2)
         op = rng.choice(["write", "write", "write", "read", "fork", "exit", "mprotect",
                          "softdirty", "pageout", "cold", "dontneed", "vmsplice", "pin", "put",
-                         "drain"])
+                         "drain", "uffd"])
         if op == "write":
             steps.append({"op": "write", "mm": mm, "page": lo, "pages": cnt, "cpu": cpu})
         elif op == "read":
@@ -207,6 +209,9 @@ def random_scenario(rng: random.Random, n: int) -> dict[str, Any]:
             held.append(name)
         elif op == "put" and held:
             steps.append({"op": "put", "name": held.pop(0)})
+        elif op == "uffd":
+            steps.append({"op": "uffd_wp", "mm": mm, "page": lo, "pages": cnt,
+                          "enable": rng.random() < 0.7})
         elif op == "drain":
             steps.append({"op": "lru_drain", "cpu": rng.choice([0, 1, "all"])})
         # the final writes make every scenario end on decisions

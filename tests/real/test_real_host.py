@@ -110,3 +110,42 @@ def test_swapfile_and_thp_knobs_are_restored_after_an_interrupt(tmp_path: Path) 
     assert _choice(knob) == before
     assert list(tmp_path.iterdir()) == []
     assert "cowlab-real-" not in Path("/proc/swaps").read_text()
+
+
+def test_emitted_harness_result_imports_and_agrees(tmp_path: Path) -> None:
+    import subprocess
+
+    from cowlab.real.harness import emit, find_compiler
+    from cowlab.real.run import import_result
+
+    scenario = Path("experiments/scenarios/cve-2020-29374.yaml")
+    c_file = tmp_path / "t.c"
+    c_file.write_text(emit(translate(Scenario.load(scenario))))
+    exe = tmp_path / "t"
+    subprocess.run([*find_compiler(), "-O2", "-pthread", str(c_file), "-o", str(exe)],
+                   check=True, capture_output=True)
+    out = subprocess.run([str(exe), "30"], check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    (tmp_path / "r.json").write_text(out)
+    comp = import_result(tmp_path / "r.json", scenario)
+    assert comp.kernel == "v6.15" or comp.kernel.startswith("v")
+    assert comp.differ == 0 and comp.agree == 2
+
+
+def test_uffd_wp_faults_are_resolved_by_the_monitor(tmp_path: Path) -> None:
+    path = _write(tmp_path, """
+kernel: v6.15
+steps:
+  - {op: mmap, mm: a, page: 0, pages: 2}
+  - {op: write, mm: a, page: 0, pages: 2}
+  - {op: uffd_wp, mm: a, page: 0, pages: 2, enable: true}
+  - {op: write, mm: a, page: 0}
+  - {op: uffd_wp, mm: a, page: 0, pages: 2, enable: false}
+  - {op: write, mm: a, page: 1}
+""")
+    comp = run_real(path)
+    assert all(s["status"] == "ok" for s in comp.steps), comp.steps
+    resolved = comp.rows[2]
+    assert resolved.real is not None and resolved.real["fault"] == "unknown"
+    assert resolved.compared == ("violation",) and resolved.status == "agree"
+    assert comp.differ == 0
