@@ -407,8 +407,9 @@ static void *uffd_monitor(void *arg) {
         if (msg.event != UFFD_EVENT_PAGEFAULT || !(msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP))
             continue;
         struct uffdio_writeprotect wp = {{msg.arg.pagefault.address & ~(PAGE - 1), PAGE}, 0};
-        ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
+        /* counted before the ioctl wakes the faulting store, so the store sees it */
         __atomic_add_fetch(&uffd_resolved, 1, __ATOMIC_SEQ_CST);
+        ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
     }
     return NULL;
 }
@@ -510,11 +511,13 @@ static void do_worker_cmd(struct cmd *c) {
         volatile uint64_t *q = (volatile uint64_t *)addr;
         r.pm_before = pagemap_entry(addr);
         if (!PM_PRESENT(r.pm_before) && PM_SWAP(r.pm_before)) r.extra2 = lastpfn_get(c->a);
+        /* the word the page held (a load from a present page takes no fault) */
+        if (PM_PRESENT(r.pm_before)) { r.extra = *q; r.found_page = 1; }
         long u0 = uffd_resolved;
         long f0 = faults_now(), m0 = majflt_now();
         *q = c->val;
         long f1 = faults_now(), m1 = majflt_now();
-        r.uffd_resolved = uffd_resolved - u0;
+        r.uffd_resolved = __atomic_load_n(&uffd_resolved, __ATOMIC_SEQ_CST) - u0;
         r.pm_after = pagemap_entry(addr);
         r.faults = f1 - f0;
         r.majflt = m1 - m0;
@@ -744,13 +747,39 @@ static long ring_peek(int i, uint64_t *words, long maxn) {
 }
 
 #define OBS_MAX 1024
+/* What the writer's own pipes and pins (taken by mm at page) read just before the store. */
+struct own_view { int valid; uint64_t word; };
+static struct own_view own_pipe[MAX_NAMES], own_ring[MAX_NAMES];
+static long pipe_peek(int i, uint64_t *words, long maxn);
+static long ring_peek(int i, uint64_t *words, long maxn);
+static uint64_t peek_words[1024];
+
+static void own_views_before(int mm, long page) {
+    for (int i = 0; i < npipes; i++) {
+        struct held *h = &pipes_held[i];
+        own_pipe[i].valid = 0;
+        if (!h->held || h->mm != mm || page < h->page || page >= h->page + h->pages) continue;
+        long n = pipe_peek(i, peek_words, 1024);
+        if (n > page - h->page) { own_pipe[i].valid = 1; own_pipe[i].word = peek_words[page - h->page]; }
+    }
+    for (int i = 0; i < nrings; i++) {
+        struct held *h = &rings_held[i];
+        own_ring[i].valid = 0;
+        if (!h->held || h->mm != mm || page < h->page || page >= h->page + h->pages) continue;
+        long n = ring_peek(i, peek_words, 1024);
+        if (n > page - h->page) { own_ring[i].valid = 1; own_ring[i].word = peek_words[page - h->page]; }
+    }
+}
+
 /* After mm's store of val at page: who sees it.  A leak is any other observer (another mm's
  * mapping, a second mapping in this mm, a pipe or pin taken elsewhere) that reads val.  A
- * pin/pipe this mm took at this very page that does NOT read val is pin_incoherent, but only
- * when this store moved the page to a new frame (moved): a reference made stale earlier
- * (by an earlier copy, MADV_DONTNEED, munmap) is not this write's doing. */
+ * pipe or pin this mm took at this very page is pin_incoherent when it read what the page
+ * held just before the store (it was coherent: old_known, old) and does not read val now:
+ * a reference made stale earlier (by an earlier copy, MADV_DONTNEED, munmap) is not this
+ * store's doing. */
 static void check_observers(int mm, long page, uint64_t val, uint64_t pfn_after, int present_after,
-                            int moved, char *violation, char *observers, size_t olen) {
+                            int old_known, uint64_t old, char *violation, char *observers,
+                            size_t olen) {
     int leak = 0, incoherent = 0;
     size_t used = 0;
     observers[0] = 0;
@@ -775,7 +804,11 @@ static void check_observers(int mm, long page, uint64_t val, uint64_t pfn_after,
         for (long j = 0; j < n && j < h->pages; j++) {
             int own = h->mm == mm && h->page + j == page;
             if (words[j] == val && !own) { leak = 1; OBS("%s\"pipe %d page %ld\"", used ? ", " : "", i, j); }
-            if (own && words[j] != val) { incoherent |= moved; OBS("%s\"stale pipe %d page %ld\"", used ? ", " : "", i, j); }
+            if (own && words[j] != val) {
+                int was = old_known && own_pipe[i].valid && own_pipe[i].word == old;
+                incoherent |= was;
+                OBS("%s\"%s pipe %d page %ld\"", used ? ", " : "", was ? "stale" : "already stale", i, j);
+            }
         }
     }
     for (int i = 0; i < nrings; i++) {
@@ -786,7 +819,11 @@ static void check_observers(int mm, long page, uint64_t val, uint64_t pfn_after,
         for (long j = 0; j < n && j < h->pages; j++) {
             int own = h->mm == mm && h->page + j == page;
             if (words[j] == val && !own) { leak = 1; OBS("%s\"pin %d page %ld\"", used ? ", " : "", i, j); }
-            if (own && words[j] != val) { incoherent |= moved; OBS("%s\"stale pin %d page %ld\"", used ? ", " : "", i, j); }
+            if (own && words[j] != val) {
+                int was = old_known && own_ring[i].valid && own_ring[i].word == old;
+                incoherent |= was;
+                OBS("%s\"%s pin %d page %ld\"", used ? ", " : "", was ? "stale" : "already stale", i, j);
+            }
         }
     }
 #undef OBS
@@ -809,13 +846,12 @@ static void record_write(struct step *s, int mm, long page, long cpu, uint64_t v
     uint64_t b = r->pm_before, a = r->pm_after;
     const char *fault, *outcome;
     const char *note = "";
-    if (r->uffd_resolved > 0) {
+    if (r->uffd_resolved > 0 && PM_PRESENT(b) && PM_PFN(a) == PM_PFN(b)) {
         /* The uffd-wp fault is retried after the monitor resolved it, and the retry is
          * counted whether it found the page writable or took a write fault. */
         fault = "unknown";
-        outcome = PM_PFN(a) != PM_PFN(b) ? "copy" : "unknown";
+        outcome = "unknown";
         note = "resolved by the uffd-wp monitor; the retried fault cannot be told from no fault";
-        if (PM_PFN(a) != PM_PFN(b)) fault = "wp";
     } else if (r->faults == 0) { fault = "none"; outcome = "none"; }
     else if (!PM_PRESENT(b) && PM_SWAP(b)) {
         fault = "swap";
@@ -826,9 +862,8 @@ static void record_write(struct step *s, int mm, long page, long cpu, uint64_t v
     else if (is_zero_pfn(PM_PFN(b))) { fault = "anon"; outcome = "none"; note = PM_PFN(b) == zero_pfn ? "zero page" : "huge zero page"; }
     else { fault = "wp"; outcome = PM_PFN(a) == PM_PFN(b) ? "reuse" : "copy"; }
     char violation[32], observers[1024];
-    int moved = r->faults > 0 && PM_PRESENT(b) && PM_PRESENT(a) && PM_PFN(a) != PM_PFN(b);
-    check_observers(mm, page, val, PM_PFN(a), (int)PM_PRESENT(a), moved, violation, observers,
-                    sizeof observers);
+    check_observers(mm, page, val, PM_PFN(a), (int)PM_PRESENT(a), r->found_page == 1, r->extra,
+                    violation, observers, sizeof observers);
     attempts_printf("%s\n    {\"step\": %d, \"mm\": %d, \"page\": %ld, \"cpu\": %ld, "
                     "\"fault\": \"%s\", \"outcome\": \"%s\", \"violation\": %s, "
                     "\"faults\": %ld, \"majflt\": %ld, "
@@ -1054,6 +1089,7 @@ static int run_script(void) {
             int bad = 0;
             for (long p = a[1]; p < a[1] + a[2] && !bad; p++) {
                 uint64_t val = a[4] ? (uint64_t)a[5] : (0xC0DE000000000000ULL | seq++);
+                own_views_before(mm, p);
                 c.op = W_WRITE; c.a = p; c.cpu = (int)a[3]; c.val = val;
                 r = send_cmd(mm, &c);
                 if (r.status) { step_status(s, "error: %s", r.msg); bad = 1; break; }

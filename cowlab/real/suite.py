@@ -7,6 +7,8 @@ Three sources of scenarios, all run through the same :func:`~cowlab.real.run` pa
   scenarios: the fork, mprotect, vmsplice and io_uring R/W pin cases over four memory
   variants (a base page, a swapped-out page, a PMD THP, an order-4 mTHP) and the four
   MADV_COLLAPSE cases; the R/O long-term pin cases need gup_test and are left out;
+* small scenarios for KSM, mremap, mlock, MADV_DONTFORK and MADV_FREE, and the minimal forms
+  of two disagreements found by the generated ones;
 * ``--random N`` scenarios generated from ``--seed`` (each checked by the simulator first;
   a generated scenario the simulator refuses is replaced by the next one the seed gives).
 
@@ -155,6 +157,72 @@ def selftest_scenarios() -> Iterator[tuple[str, dict[str, Any]]]:
             "steps": [dict(s) for s in base + steps + tail]}
 
 
+# ------------------------------------------------------------------------- other families
+def extra_scenarios() -> Iterator[tuple[str, dict[str, Any]]]:
+    """Small scenarios for the ops the other sources do not reach (KSM, mremap, mlock,
+    MADV_DONTFORK, MADV_FREE) and minimal forms of disagreements the generated ones found."""
+    a = {"mm": "a"}
+    yield "extra-ksm-merge-then-write", {"description": "two equal pages merged by ksmd, "
+                                         "then one is written", "steps": [
+        {"op": "mmap", **a, "page": 0, "pages": 2},
+        {"op": "write", **a, "page": 0, "pages": 2, "data": 4242},
+        {"op": "madvise", **a, "page": 0, "pages": 2, "advice": "mergeable"},
+        {"op": "ksm_merge", "pages": [{"mm": "a", "page": 0}, {"mm": "a", "page": 1}]},
+        {"op": "write", **a, "page": 1},
+        {"op": "write", **a, "page": 0}]}
+    yield "extra-mremap-after-fork", {"description": "a shared page moved by mremap, then "
+                                      "written on both sides", "steps": [
+        {"op": "mmap", **a, "page": 0, "pages": 2},
+        {"op": "write", **a, "page": 0, "pages": 2},
+        {"op": "fork", **a, "child": "b"},
+        {"op": "mremap", **a, "page": 0, "pages": 2, "new_page": 64},
+        {"op": "write", **a, "page": 64, "pages": 2},
+        {"op": "write", "mm": "b", "page": 0, "pages": 2}]}
+    yield "extra-mlock-after-fork", {"description": "mlock breaks COW with write faults; "
+                                     "later writes need none", "steps": [
+        {"op": "mmap", **a, "page": 0, "pages": 2},
+        {"op": "write", **a, "page": 0, "pages": 2},
+        {"op": "fork", **a, "child": "b"},
+        {"op": "mlock", **a, "page": 0, "pages": 2},
+        {"op": "write", **a, "page": 0, "pages": 2},
+        {"op": "munlock", **a, "page": 0, "pages": 2},
+        {"op": "write", "mm": "b", "page": 0, "pages": 2}]}
+    yield "extra-dontfork", {"description": "a MADV_DONTFORK page is not shared with the "
+                             "child", "steps": [
+        {"op": "mmap", **a, "page": 0, "pages": 2},
+        {"op": "write", **a, "page": 0, "pages": 2},
+        {"op": "madvise", **a, "page": 1, "pages": 1, "advice": "dontfork"},
+        {"op": "fork", **a, "child": "b"},
+        {"op": "write", **a, "page": 0, "pages": 2},
+        {"op": "write", "mm": "b", "page": 0}]}
+    yield "extra-mthp-after-mprotect-roundtrip", {
+        "description": "mprotect r then rw of part of an mTHP mapping, then first touches "
+                       "(minimal form of a disagreement: Linux merges the VMAs back)",
+        "steps": [
+            {"op": "mmap", **a, "page": 0, "pages": 8, "thp": "mthp-2"},
+            {"op": "mprotect", **a, "page": 3, "pages": 3, "prot": "r"},
+            {"op": "mprotect", **a, "page": 3, "pages": 3, "prot": "rw"},
+            {"op": "write", **a, "page": 4},
+            {"op": "write", **a, "page": 5}]}
+    yield "extra-mthp-partial-pageout", {
+        "description": "part of an mTHP paged out, then its untouched pages written (minimal "
+                       "form of a disagreement: the split maps zero-filled pages to the zero "
+                       "page)",
+        "steps": [
+            {"op": "mmap", **a, "page": 0, "pages": 16, "thp": "mthp-4"},
+            {"op": "write", **a, "page": 6},
+            {"op": "madvise", **a, "page": 9, "pages": 1, "advice": "pageout"},
+            {"op": "write", **a, "page": 0, "pages": 2}]}
+    yield "extra-free-then-write", {"description": "MADV_FREE then a write before reclaim",
+                                    "steps": [
+        {"op": "mmap", **a, "page": 0, "pages": 2},
+        {"op": "write", **a, "page": 0, "pages": 2},
+        {"op": "madvise", **a, "page": 0, "pages": 2, "advice": "free"},
+        {"op": "write", **a, "page": 0},
+        {"op": "lru_drain", "cpu": "all"},
+        {"op": "write", **a, "page": 1}]}
+
+
 # -------------------------------------------------------------------------------- random
 def random_scenario(rng: random.Random, n: int) -> dict[str, Any]:
     """One generated scenario (it may still be refused by the simulator; see caller)."""
@@ -265,6 +333,7 @@ def run_suite(out: Path, *, scenarios_dir: Path | None, random_count: int, seed:
             doc = yaml.safe_load(path.read_text(encoding="utf-8"))
             docs.append(("experiments", path.stem, doc))
     docs += [("selftest", name, doc) for name, doc in selftest_scenarios()]
+    docs += [("extra", name, doc) for name, doc in extra_scenarios()]
     docs += [("random", name, doc) for name, doc in random_scenarios(random_count, seed, preset)]
     sc_dir = out / "scenarios"
     entries: list[dict[str, Any]] = []
