@@ -19,8 +19,21 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/syscall.h>
+/* io_uring and uffd-wp are optional: built without their headers, the ops that need them
+ * are skipped with that reason (old distributions on test VMs). */
+#if defined(__has_include)
+#if __has_include(<linux/io_uring.h>) && defined(__NR_io_uring_setup)
 #include <linux/io_uring.h>
+#define HAVE_IO_URING 1
+#endif
+#if __has_include(<linux/userfaultfd.h>) && defined(__NR_userfaultfd)
 #include <linux/userfaultfd.h>
+#endif
+#endif
+#if defined(UFFDIO_WRITEPROTECT) && defined(UFFD_FEATURE_PAGEFAULT_FLAG_WP)
+#define HAVE_UFFD_WP 1
+#endif
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -254,6 +267,7 @@ static int sysfs_choice(const char *path, char *out, size_t n) {
 /* io_uring through raw system calls                                        */
 /* ------------------------------------------------------------------------ */
 
+#ifdef HAVE_IO_URING
 struct ring {
     int fd;
     unsigned *sq_tail, *sq_mask, *sq_array, *cq_head, *cq_tail, *cq_mask;
@@ -308,6 +322,24 @@ static int ring_write_fixed(struct ring *r, int fd, unsigned long addr, unsigned
     __atomic_store_n(r->cq_head, head + 1, __ATOMIC_RELEASE);
     return res;
 }
+
+static long ring_register(int fd, struct iovec *iov) {
+    return syscall(__NR_io_uring_register, fd, IORING_REGISTER_BUFFERS, iov, 1);
+}
+
+static long ring_unregister(int fd) {
+    return syscall(__NR_io_uring_register, fd, IORING_UNREGISTER_BUFFERS, NULL, 0);
+}
+#else
+struct ring { int fd; };
+static int ring_setup(struct ring *r) { r->fd = -1; return -ENOSYS; }
+static int ring_write_fixed(struct ring *r, int fd, unsigned long addr, unsigned len) {
+    (void)r; (void)fd; (void)addr; (void)len;
+    return -ENOSYS;
+}
+static long ring_register(int fd, struct iovec *iov) { (void)fd; (void)iov; errno = ENOSYS; return -1; }
+static long ring_unregister(int fd) { (void)fd; errno = ENOSYS; return -1; }
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* workers: one process per mm                                              */
@@ -397,6 +429,7 @@ static void reply_send(struct reply *r) {
 static int uffd = -1;
 static volatile long uffd_resolved;
 
+#ifdef HAVE_UFFD_WP
 static void *uffd_monitor(void *arg) {
     (void)arg;
     for (;;) {
@@ -430,6 +463,13 @@ static int uffd_wp_range(unsigned long addr, size_t len, int enable, char *msg, 
     if (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp)) { snprintf(msg, mlen, "UFFDIO_WRITEPROTECT: %s", strerror(errno)); return errno; }
     return 0;
 }
+#else
+static int uffd_wp_range(unsigned long addr, size_t len, int enable, char *msg, size_t mlen) {
+    (void)addr; (void)len; (void)enable;
+    snprintf(msg, mlen, "the harness was built without userfaultfd write-protect headers");
+    return ENOSYS;
+}
+#endif
 
 static void do_worker_cmd(struct cmd *c) {
     struct reply r;
@@ -457,7 +497,12 @@ static void do_worker_cmd(struct cmd *c) {
         }
         if (populate && prot) {
             if (madvise(m, len, prot == 3 ? MADV_POPULATE_WRITE : MADV_POPULATE_READ)) {
-                r.status = errno; snprintf(r.msg, sizeof r.msg, "madvise(POPULATE): %s", strerror(errno));
+                if (errno != EINVAL) { r.status = errno; snprintf(r.msg, sizeof r.msg, "madvise(POPULATE): %s", strerror(errno)); break; }
+                /* before v5.14: fault every page in by touching it */
+                for (size_t off = 0; off < len; off += PAGE) {
+                    if (prot == 3) *(volatile char *)((char *)m + off) = 0;
+                    else (void)*(volatile char *)((char *)m + off);
+                }
             }
         }
         break;
@@ -587,7 +632,7 @@ static void do_worker_cmd(struct cmd *c) {
     }
     case W_REGISTER: {
         struct iovec iov = {(void *)addr, len};
-        long rc = syscall(__NR_io_uring_register, rings[c->c].fd, IORING_REGISTER_BUFFERS, &iov, 1);
+        long rc = ring_register(rings[c->c].fd, &iov);
         if (rc < 0) { r.status = errno; snprintf(r.msg, sizeof r.msg, "io_uring_register(BUFFERS): %s", strerror(errno)); }
         break;
     }
@@ -987,7 +1032,8 @@ static int run_script(void) {
     for (int i = 0; i < nrings; i++) {
         int rc = ring_setup(&rings[i]);
         ring_ok[i] = rc == 0;
-        if (rc) snprintf(ring_err, sizeof ring_err, "io_uring_setup: %s", strerror(-rc));
+        if (rc == -ENOSYS) snprintf(ring_err, sizeof ring_err, "the harness was built without <linux/io_uring.h>");
+        else if (rc) snprintf(ring_err, sizeof ring_err, "io_uring_setup: %s", strerror(-rc));
     }
     if (nrings) {
         memfd = (int)syscall(__NR_memfd_create, "cowlab-pin-view", 0);
@@ -1158,7 +1204,7 @@ static int run_script(void) {
             if (a[0] == 0) { pipe_drain(i); pipes_held[i].held = 0; step_status(s, "ok"); }
             else if (!rings_held[i].held) { step_status(s, "skipped: the pin was not taken"); }
             else {
-                long rc = syscall(__NR_io_uring_register, rings[i].fd, IORING_UNREGISTER_BUFFERS, NULL, 0);
+                long rc = ring_unregister(rings[i].fd);
                 rings_held[i].held = 0;
                 if (rc < 0) step_status(s, "error: io_uring_register(UNREGISTER_BUFFERS): %s", strerror(errno));
                 else step_status(s, "ok");

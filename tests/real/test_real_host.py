@@ -149,3 +149,42 @@ steps:
     assert resolved.real is not None and resolved.real["fault"] == "unknown"
     assert resolved.compared == ("violation",) and resolved.status == "agree"
     assert comp.differ == 0
+
+
+def test_sigterm_during_setup_restores_the_knob(tmp_path: Path) -> None:
+    import signal
+
+    knob = THP_DIR / "hugepages-64kB" / "enabled"
+    if not knob.exists():
+        pytest.skip("no 64 kB mTHP knob on this kernel")
+    before = _choice(knob)
+    with pytest.raises(KeyboardInterrupt), MachineSetup(thp_orders={4}):
+        assert _choice(knob) == "madvise"
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert _choice(knob) == before
+
+
+def test_harness_built_without_io_uring_headers_skips_pins(tmp_path: Path) -> None:
+    import subprocess
+
+    from cowlab.real.harness import emit, find_compiler
+
+    path = _write(tmp_path, """
+steps:
+  - {op: mmap, mm: a, page: 0}
+  - {op: write, mm: a, page: 0}
+  - {op: gup, mm: a, page: 0, kind: pin, write: true, name: buf}
+  - {op: write, mm: a, page: 0}
+  - {op: put, name: buf}
+""")
+    src = emit(translate(Scenario.load(path))).replace("#if defined(__has_include)", "#if 0")
+    (tmp_path / "t.c").write_text(src)
+    exe = tmp_path / "t"
+    subprocess.run([*find_compiler(), "-O2", "-pthread", str(tmp_path / "t.c"), "-o", str(exe)],
+                   check=True, capture_output=True)
+    import json
+
+    out = json.loads(subprocess.run([str(exe), "30"], check=True, capture_output=True,
+                                    text=True, timeout=60).stdout)
+    assert out["steps"][2]["status"] == ("skipped: io_uring unavailable (the harness was built "
+                                         "without <linux/io_uring.h>)")

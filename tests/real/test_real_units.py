@@ -236,3 +236,37 @@ def test_bad_cost_files_name_file_and_key(tmp_path: Path) -> None:
                                                             "page": 0}]}
     with pytest.raises(ScenarioError, match=r"s.yaml: machine.costs: .*missing.yaml"):
         Scenario.from_mapping(doc, source=str(tmp_path / "s.yaml"))
+
+
+def test_not_root_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cowlab.real.harness import HarnessError, check_host
+
+    monkeypatch.setattr("sys.platform", "linux")
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(HarnessError, match="needs root"):
+        check_host()
+    monkeypatch.setattr("sys.platform", "darwin")
+    with pytest.raises(HarnessError, match="needs Linux"):
+        check_host()
+
+
+def test_missing_compiler_names_what_was_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cowlab.real.harness import HarnessError, find_compiler
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CC", raising=False)
+    with pytest.raises(HarnessError, match="tried cc, gcc, clang"):
+        find_compiler()
+    monkeypatch.setenv("CC", "my-cc --flag")
+    with pytest.raises(HarnessError, match="tried my-cc --flag"):
+        find_compiler()
+
+
+def test_cli_refuses_run_when_not_root(monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from cowlab.cli import main
+
+    monkeypatch.setattr("sys.platform", "linux")
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert main(["real", "run", "experiments/scenarios/cve-2020-29374.yaml"]) == 2
+    assert "needs root" in capsys.readouterr().err
