@@ -62,7 +62,7 @@ def swap_device_class(swaps: str | None = None, *, stat_files: bool = True) -> s
     None when no swap is enabled. A swapfile is classed by the device holding it
     (``stat_files``; off for a result from another machine, where it is ``ssd``).
 
-    >>> swap_device_class("Filename Type Size Used Priority\n/dev/zram0 partition 8 0 -2")
+    >>> swap_device_class("Filename Type Size Used Priority\\n/dev/zram0 partition 8 0 -2")
     'zram'
     """
     text = SWAPS.read_text() if swaps is None else swaps
