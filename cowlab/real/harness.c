@@ -680,6 +680,29 @@ static void on_signal(int sig) {
     _exit(sig == SIGALRM ? 3 : 130);
 }
 
+/* Wait until pid has exited, also when it is not our child (a forked mm's process is the
+ * child of its parent's worker): its address space is torn down (exit_mm) before it
+ * becomes a zombie, so a zombie or a vanished process has dropped every mapping. */
+static int wait_gone(pid_t pid) {
+    for (long waited = 0; waited < timeout_s * 1000000L; waited += 200) {
+        if (waitpid(pid, NULL, WNOHANG) == pid) return 0;
+        if (kill(pid, 0) && errno == ESRCH) return 0;
+        char path[64], buf[512];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) return 0;
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n > 0) {
+            buf[n] = 0;
+            char *rp = strrchr(buf, ')');
+            if (rp && (rp[2] == 'Z' || rp[2] == 'X')) return 0;
+        }
+        usleep(200);
+    }
+    return -1;
+}
+
 static struct reply send_cmd(int mm, struct cmd *c) {
     struct reply r;
     memset(&r, 0, sizeof r);
@@ -821,10 +844,11 @@ static void own_views_before(int mm, long page) {
  * pipe or pin this mm took at this very page is pin_incoherent when it read what the page
  * held just before the store (it was coherent: old_known, old) and does not read val now:
  * a reference made stale earlier (by an earlier copy, MADV_DONTNEED, munmap) is not this
- * store's doing. */
+ * store's doing.  An old word of 0 cannot tell the page from the zero page a stale
+ * reference may hold, so then the store must also have moved the page to a new frame. */
 static void check_observers(int mm, long page, uint64_t val, uint64_t pfn_after, int present_after,
-                            int old_known, uint64_t old, char *violation, char *observers,
-                            size_t olen) {
+                            int old_known, uint64_t old, int moved, char *violation,
+                            char *observers, size_t olen) {
     int leak = 0, incoherent = 0;
     size_t used = 0;
     observers[0] = 0;
@@ -850,7 +874,8 @@ static void check_observers(int mm, long page, uint64_t val, uint64_t pfn_after,
             int own = h->mm == mm && h->page + j == page;
             if (words[j] == val && !own) { leak = 1; OBS("%s\"pipe %d page %ld\"", used ? ", " : "", i, j); }
             if (own && words[j] != val) {
-                int was = old_known && own_pipe[i].valid && own_pipe[i].word == old;
+                int was = old_known && own_pipe[i].valid && own_pipe[i].word == old
+                          && (old != 0 || moved);
                 incoherent |= was;
                 OBS("%s\"%s pipe %d page %ld\"", used ? ", " : "", was ? "stale" : "already stale", i, j);
             }
@@ -865,7 +890,8 @@ static void check_observers(int mm, long page, uint64_t val, uint64_t pfn_after,
             int own = h->mm == mm && h->page + j == page;
             if (words[j] == val && !own) { leak = 1; OBS("%s\"pin %d page %ld\"", used ? ", " : "", i, j); }
             if (own && words[j] != val) {
-                int was = old_known && own_ring[i].valid && own_ring[i].word == old;
+                int was = old_known && own_ring[i].valid && own_ring[i].word == old
+                          && (old != 0 || moved);
                 incoherent |= was;
                 OBS("%s\"%s pin %d page %ld\"", used ? ", " : "", was ? "stale" : "already stale", i, j);
             }
@@ -907,8 +933,9 @@ static void record_write(struct step *s, int mm, long page, long cpu, uint64_t v
     else if (is_zero_pfn(PM_PFN(b))) { fault = "anon"; outcome = "none"; note = PM_PFN(b) == zero_pfn ? "zero page" : "huge zero page"; }
     else { fault = "wp"; outcome = PM_PFN(a) == PM_PFN(b) ? "reuse" : "copy"; }
     char violation[32], observers[1024];
+    int moved = r->faults > 0 && PM_PRESENT(b) && PM_PRESENT(a) && PM_PFN(a) != PM_PFN(b);
     check_observers(mm, page, val, PM_PFN(a), (int)PM_PRESENT(a), r->found_page == 1, r->extra,
-                    violation, observers, sizeof observers);
+                    moved, violation, observers, sizeof observers);
     attempts_printf("%s\n    {\"step\": %d, \"mm\": %d, \"page\": %ld, \"cpu\": %ld, "
                     "\"fault\": \"%s\", \"outcome\": \"%s\", \"violation\": %s, "
                     "\"faults\": %ld, \"majflt\": %ld, "
@@ -1157,9 +1184,9 @@ static int run_script(void) {
         } else if (!strcmp(s->op, "exit")) {
             c.op = W_EXIT;
             r = send_cmd(mm, &c);
-            waitpid(worker_pid[mm], NULL, 0);
+            int gone = wait_gone(worker_pid[mm]);
             worker_live[mm] = 0;
-            step_status(s, r.status ? "error: exit" : "ok");
+            step_status(s, r.status ? "error: exit" : gone ? "error: the process did not exit in time" : "ok");
         } else if (!strcmp(s->op, "uffdwp")) {
             /* mm page pages enable */
             c.op = W_UFFDWP; c.a = a[1]; c.b = a[2]; c.c = a[3];

@@ -188,3 +188,13 @@ steps:
                                     text=True, timeout=60).stdout)
     assert out["steps"][2]["status"] == ("skipped: io_uring unavailable (the harness was built "
                                          "without <linux/io_uring.h>)")
+
+
+def test_exit_of_a_forked_mm_is_complete_before_the_next_step() -> None:
+    # The child is not the controller's own child: its exit must still be awaited, or the
+    # parent's store may find the page still mapped twice and copy it.
+    for _ in range(3):
+        comp = run_real("experiments/scenarios/fork-child-exited.yaml")
+        last = [r for r in comp.rows if r.step == 5]
+        assert [(r.real or {}).get("excl_before") for r in last] == [1, 1, 1, 1]
+        assert comp.differ == 0
