@@ -270,3 +270,8 @@ def test_cli_refuses_run_when_not_root(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     assert main(["real", "run", "experiments/scenarios/cve-2020-29374.yaml"]) == 2
     assert "needs root" in capsys.readouterr().err
+
+
+def test_committed_cost_file_loads() -> None:
+    costs = load_costs("experiments/real/costs.yaml")
+    assert costs.fault_ns > 0 and costs.lru_drain_ns > 0
