@@ -138,8 +138,15 @@ def run_harness(script: Script, *, exe: Path | None = None, timeout_s: int | Non
             proc.communicate()
             raise HarnessError(f"the harness ran longer than {limit} s and was killed") from None
         except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            # Ctrl-C or SIGTERM: SIGTERM first, so the harness restores the KSM knobs it
+            # may have changed and kills its workers; SIGKILL whatever is left after 2 s.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.communicate(timeout=2)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
             raise
         finally:
             # Workers are in the harness's process group: none may outlive it.

@@ -19,6 +19,10 @@ from pathlib import Path
 from cowlab.kernel.presets import PRESETS
 
 THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
+KSM_DIR = Path("/sys/kernel/mm/ksm")
+#: The KSM knobs the harness changes for ``ksm_merge`` (it restores them itself; these
+#: are saved here too, in case the harness is killed before it can).
+KSM_KNOBS = ("run", "pages_to_scan", "sleep_millisecs")
 SWAPS = Path("/proc/swaps")
 
 
@@ -126,8 +130,10 @@ class MachineSetup:
     """Set knobs and make a swapfile for a run; undo everything on exit, whatever happens."""
 
     def __init__(self, *, thp_orders: Iterable[int] | None = None, swapfile: int | None = None,
-                 swap_dir: str | None = None, log: list[str] | None = None) -> None:
+                 swap_dir: str | None = None, log: list[str] | None = None,
+                 guard_ksm: bool = False) -> None:
         self.thp_orders = None if thp_orders is None else set(thp_orders)
+        self.guard_ksm = guard_ksm
         self.swapfile_size = swapfile
         self.swap_dir = swap_dir or "/var/tmp"
         self.saved: dict[Path, str] = {}
@@ -153,6 +159,11 @@ class MachineSetup:
             if self.thp_orders is not None:
                 for path, value in thp_plan(self.thp_orders).items():
                     self.write_knob(path, value)
+            if self.guard_ksm:
+                for name in KSM_KNOBS:
+                    path = KSM_DIR / name
+                    if path.exists():
+                        self.saved.setdefault(path, _choice(path))
             if self.swapfile_size is not None:
                 self._make_swapfile(self.swapfile_size)
         except BaseException:

@@ -75,7 +75,7 @@ def run_real(path: str | Path, *, kernel: str | None = None, swapfile: int | Non
     # The swapfile first: the simulated device follows the host's.
     with MachineSetup(swapfile=swapfile, log=log) as _swap:
         prep = prepare(path, kernel=kernel, policy=policy)
-        with MachineSetup(thp_orders=thp_orders(prep.scenario), log=log):
+        with MachineSetup(thp_orders=thp_orders(prep.scenario), log=log, guard_ksm=True):
             result = run_harness(prep.script)
     comp = compare(prep.sim, result, prep.script, where=str(path))
     comp.swap_device = prep.scenario.machine.swap

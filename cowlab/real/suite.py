@@ -347,7 +347,7 @@ def run_suite(out: Path, *, scenarios_dir: Path | None, random_count: int, seed:
                                      "families": families(doc)}
             try:
                 prep = prepare(path, kernel=preset)
-                with MachineSetup(thp_orders=thp_orders(prep.scenario), log=log):
+                with MachineSetup(thp_orders=thp_orders(prep.scenario), log=log, guard_ksm=True):
                     result = run_harness(prep.script)
                 comp: Comparison = compare(prep.sim, result, prep.script, where=str(path))
                 comp.swap_device = prep.scenario.machine.swap

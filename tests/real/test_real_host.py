@@ -198,3 +198,46 @@ def test_exit_of_a_forked_mm_is_complete_before_the_next_step() -> None:
         last = [r for r in comp.rows if r.step == 5]
         assert [(r.real or {}).get("excl_before") for r in last] == [1, 1, 1, 1]
         assert comp.differ == 0
+
+
+def test_ksm_knobs_are_restored_even_if_the_harness_is_killed() -> None:
+    from cowlab.real.host import KSM_DIR
+
+    knob = KSM_DIR / "pages_to_scan"
+    if not knob.exists():
+        pytest.skip("no KSM on this kernel")
+    before = knob.read_text().strip()
+    with MachineSetup(guard_ksm=True):
+        knob.write_text(str(int(before) + 1))  # what a killed harness would leave
+    assert knob.read_text().strip() == before
+
+
+def test_ctrl_c_stops_the_harness_and_restores_the_machine(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    knob = THP_DIR / "hugepages-64kB" / "enabled"
+    if not knob.exists():
+        pytest.skip("no 64 kB mTHP knob on this kernel")
+    before = _choice(knob)
+    path = _write(tmp_path, """
+steps:
+  - {op: mmap, mm: a, page: 0, pages: 16, thp: mthp-4}
+  - {op: fork, mm: a, child: b}
+  - {op: advance, us: 20000000}
+  - {op: write, mm: a, page: 0}
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "cowlab.cli", "real", "run", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while _choice(knob) != "madvise" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the harness is sleeping in the advance step
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert _choice(knob) == before
+    leftover = subprocess.run(["pgrep", "-f", "cowlab/real/harness-"], capture_output=True,
+                              text=True).stdout.split()
+    assert leftover == []
