@@ -126,6 +126,7 @@ def calibrate(out: Path, *, repeats: int, swapfile: int | None) -> dict[str, Any
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         yaml.safe_dump(doc, fh, sort_keys=False)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, out)
     return doc
 

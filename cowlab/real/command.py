@@ -15,7 +15,7 @@ from cowlab.real.compare import format_comparison
 from cowlab.real.harness import emit
 from cowlab.real.host import parse_size
 from cowlab.real.run import USAGE_ERRORS, import_result, run_real
-from cowlab.real.script import translate
+from cowlab.real.script import DEFAULT_TIMEOUT_S, translate
 from cowlab.scenario import Scenario, ScenarioRunner
 
 
@@ -41,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     run.add_argument("--swapfile", default=None, metavar="SIZE",
                      help="create and enable a swapfile of SIZE (e.g. 256M) for the run; it "
                      "is disabled and deleted afterwards")
+    run.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_S, metavar="S",
+                     help=f"kill the harness after S seconds (default {DEFAULT_TIMEOUT_S})")
     run.add_argument("--json", action="store_true", help="print the comparison as JSON")
     em = rsub.add_parser("emit", help="print a standalone C harness for a scenario (for a "
                          "machine without Python)")
@@ -69,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
         if cmd == "run":
             log: list[str] = []
             size = parse_size(args.swapfile) if args.swapfile else None
+            if not 1 <= args.timeout <= 86400:
+                raise RealUsageError(f"--timeout: expected 1..86400 seconds, got {args.timeout}")
             comp = run_real(args.file, kernel=args.kernel, swapfile=size, policy=args.policy,
-                            log=log)
+                            log=log, timeout_s=args.timeout)
             for line in log:
                 print(f"cowlab real: {line}", file=sys.stderr)
             print(json.dumps(comp.to_dict(), indent=2) if args.json else format_comparison(comp))

@@ -18,7 +18,7 @@ from cowlab.plugins import PluginError, get_registry
 from cowlab.real.compare import Comparison, ResultError, compare
 from cowlab.real.harness import HarnessError, check_host, run_harness
 from cowlab.real.host import MachineSetup, SetupError, preset_for, swap_device_class
-from cowlab.real.script import PMD_ORDER, Script, translate
+from cowlab.real.script import DEFAULT_TIMEOUT_S, PMD_ORDER, Script, translate
 from cowlab.scenario import Scenario, ScenarioError, ScenarioResult, ScenarioRunner
 
 #: Errors that are the user's input or the host refusing: exit status 2.
@@ -40,7 +40,7 @@ def host_release() -> str:
 
 
 def prepare(path: str | Path, *, kernel: str | None = None, swap: str | None = None,
-            policy: str | None = None) -> Prepared:
+            policy: str | None = None, timeout_s: int = DEFAULT_TIMEOUT_S) -> Prepared:
     """Load and validate ``path``, simulate it on ``kernel`` (default: the host's preset)
     with machine.swap = ``swap`` (default: the host's device class, if it swaps)."""
     preset = kernel or preset_for(host_release())
@@ -54,7 +54,7 @@ def prepare(path: str | Path, *, kernel: str | None = None, swap: str | None = N
     pol = get_registry().make_policy(policy or scenario.kernel.default_policy,
                                      where="--policy")
     sim = ScenarioRunner(scenario, pol).run()
-    return Prepared(scenario, sim, translate(scenario), note)
+    return Prepared(scenario, sim, translate(scenario, timeout_s=timeout_s), note)
 
 
 def thp_orders(scenario: Scenario) -> set[int]:
@@ -68,13 +68,14 @@ def thp_orders(scenario: Scenario) -> set[int]:
 
 
 def run_real(path: str | Path, *, kernel: str | None = None, swapfile: int | None = None,
-             policy: str | None = None, log: list[str] | None = None) -> Comparison:
+             policy: str | None = None, log: list[str] | None = None,
+             timeout_s: int = DEFAULT_TIMEOUT_S) -> Comparison:
     """Run ``path`` on the host and in the simulator and compare them."""
     check_host()
     log = [] if log is None else log
     # The swapfile first: the simulated device follows the host's.
     with MachineSetup(swapfile=swapfile, log=log) as _swap:
-        prep = prepare(path, kernel=kernel, policy=policy)
+        prep = prepare(path, kernel=kernel, policy=policy, timeout_s=timeout_s)
         with MachineSetup(thp_orders=thp_orders(prep.scenario), log=log, guard_ksm=True):
             result = run_harness(prep.script)
     comp = compare(prep.sim, result, prep.script, where=str(path))

@@ -318,6 +318,7 @@ def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
+    os.chmod(tmp, 0o644)  # a report, readable like any other file (mkstemp makes 0600)
     os.replace(tmp, path)
 
 
@@ -367,6 +368,10 @@ def run_suite(out: Path, *, scenarios_dir: Path | None, random_count: int, seed:
                                       f"{entry.get('host_release')}: steps {bad}").strip()
                 _atomic_write(out / "disagreements" / f"{name}.yaml",
                               yaml.safe_dump(dis, sort_keys=False))
+            # Keep the report small: the stores that agree are counted, not listed (their
+            # page frame numbers differ from run to run anyway).
+            if "rows" in entry:
+                entry["rows"] = [r for r in entry["rows"] if r["status"] != "agree"]
             entries.append(entry)
     report = _summarize(entries, preset, time.monotonic() - started, log)
     _atomic_write(out / "report.json", json.dumps(report, indent=1) + "\n")
@@ -404,6 +409,29 @@ def _summarize(entries: list[dict[str, Any]], preset: str, seconds: float,
         "setup_log": log,
         "entries": entries,
     }
+
+
+def _verdict_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    s, real = row["sim"], row["real"] or {}
+    return (row["step"], row["mm"], s["fault"], s["outcome"], s["violation"], s.get("reason"),
+            tuple(s.get("blockers") or ()), real.get("fault"), real.get("outcome"),
+            real.get("violation"), real.get("excl_before"), real.get("excl_after"),
+            tuple(row["differs"]))
+
+
+def _runs_of_rows(rows: list[dict[str, Any]]) -> list[tuple[int, int, dict[str, Any]]]:
+    """Differing rows grouped into runs of consecutive pages with the same verdict:
+    ``(first page, last page, first row)``."""
+    runs: list[tuple[int, int, dict[str, Any]]] = []
+    for row in rows:
+        if row["status"] != "differ":
+            continue
+        if runs and runs[-1][1] + 1 == row["page"] and \
+                _verdict_key(runs[-1][2]) == _verdict_key(row):
+            runs[-1] = (runs[-1][0], row["page"], runs[-1][2])
+        else:
+            runs.append((row["page"], row["page"], row))
+    return runs
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -447,14 +475,14 @@ def format_report(r: dict[str, Any]) -> str:
     for e in r["entries"]:
         if e["status"] == "error":
             lines.append(f"- **{e['name']}**: error: {e['error']}")
-        for row in e.get("rows", []):
-            if row["status"] != "differ":
-                continue
+        for first, last, row in _runs_of_rows(e.get("rows", [])):
             any_dis = True
             s, real = row["sim"], row["real"] or {}
             blockers = ",".join(s.get("blockers") or []) or "-"
+            pages = f"page {first}" if first == last else \
+                f"pages {first}-{last} ({last - first + 1} stores)"
             lines.append(
-                f"- **{e['name']}** step {row['step']} mm {row['mm']} page {row['page']}: "
+                f"- **{e['name']}** step {row['step']} mm {row['mm']} {pages}: "
                 f"simulator {s['fault']}/{s['outcome']}/{s['violation'] or '-'} "
                 f"(reason {s.get('reason') or '-'}, blockers {blockers}), real "
                 f"{real.get('fault', '-')}/{real.get('outcome', '-')}/"

@@ -241,3 +241,18 @@ steps:
     leftover = subprocess.run(["pgrep", "-f", "cowlab/real/harness-"], capture_output=True,
                               text=True).stdout.split()
     assert leftover == []
+
+
+def test_time_limit_kills_a_harness_that_runs_too_long(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from cowlab.cli import main
+
+    path = _write(tmp_path, """
+steps:
+  - {op: mmap, mm: a, page: 0}
+  - {op: fork, mm: a, child: b}
+  - {op: advance, us: 30000000}
+  - {op: write, mm: a, page: 0}
+""")
+    assert main(["real", "run", str(path), "--timeout", "1"]) == 2
+    assert "time limit reached" in capsys.readouterr().err

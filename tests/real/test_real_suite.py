@@ -65,4 +65,8 @@ def test_report_counts_agreement_per_family_and_lists_disagreements() -> None:
     assert report["families"]["swap"]["agreement"] == 1.0
     md = format_report(report)
     assert "- **x** step 3 mm a page 0: simulator wp/copy/- (reason early" in md
+    entries[0]["rows"] = [row, {**row, "page": 1}, {**row, "page": 2}, {**row, "page": 5}]
+    md = format_report(_summarize(entries, "v6.15", 1.0, []))
+    assert "- **x** step 3 mm a pages 0-2 (3 stores): simulator wp/copy/-" in md
+    assert "- **x** step 3 mm a page 5: simulator" in md
     assert "- 1 x skipped: no swap" in md
