@@ -204,6 +204,19 @@ def extra_scenarios() -> Iterator[tuple[str, dict[str, Any]]]:
             {"op": "mprotect", **a, "page": 3, "pages": 3, "prot": "rw"},
             {"op": "write", **a, "page": 4},
             {"op": "write", **a, "page": 5}]}
+    yield "extra-collapse-after-fork-whole-vma", {
+        "description": "MADV_COLLAPSE of a PTE-mapped THP shared with a child, the THP split "
+                       "by MADV_DONTNEED of one page (the VMA stays whole): both kernels "
+                       "collapse and the parent's stores take no fault",
+        "steps": [
+            {"op": "mmap", "mm": "parent", "page": 0, "pages": 512, "thp": "pmd"},
+            {"op": "write", "mm": "parent", "page": 0, "pages": 512},
+            {"op": "madvise", "mm": "parent", "page": 0, "pages": 1, "advice": "dontneed"},
+            {"op": "write", "mm": "parent", "page": 0},
+            {"op": "fork", "mm": "parent", "child": "child"},
+            {"op": "madvise", "mm": "parent", "page": 0, "pages": 512, "advice": "collapse"},
+            {"op": "write", "mm": "parent", "page": 0, "pages": 512},
+            {"op": "exit", "mm": "child"}]}
     yield "extra-mthp-partial-pageout", {
         "description": "part of an mTHP paged out, then its untouched pages written (minimal "
                        "form of a disagreement: the split maps zero-filled pages to the zero "
