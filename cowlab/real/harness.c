@@ -63,6 +63,9 @@
 #define MAX_STEPS 4096
 #define MAX_ARGS 260
 
+#ifndef MAP_HUGE_SHIFT
+#define MAP_HUGE_SHIFT 26
+#endif
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
@@ -486,13 +489,15 @@ static void do_worker_cmd(struct cmd *c) {
     switch (c->op) {
     case W_MMAP: {
         int prot = (int)(c->c & 3), thp = (int)c->d, populate = (int)(c->val & 1);
+        int huge = (int)(c->val >> 8); /* log2 of the hugetlb page size, 0: none */
         int p = (prot == 0 ? PROT_NONE : prot == 1 ? PROT_READ : PROT_READ | PROT_WRITE);
-        void *m = mmap((void *)addr, len, p, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-                       -1, 0);
+        int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE;
+        if (huge) flags |= MAP_HUGETLB | (huge << MAP_HUGE_SHIFT);
+        void *m = mmap((void *)addr, len, p, flags, -1, 0);
         if (m == MAP_FAILED) { r.status = errno; snprintf(r.msg, sizeof r.msg, "mmap: %s", strerror(errno)); break; }
         if (m != (void *)addr) { munmap(m, len); r.status = EEXIST; snprintf(r.msg, sizeof r.msg, "mmap: kernel ignored MAP_FIXED_NOREPLACE"); break; }
         box_add(c->a, c->a + c->b);
-        if (madvise(m, len, thp < 0 ? MADV_NOHUGEPAGE : MADV_HUGEPAGE)) {
+        if (!huge && madvise(m, len, thp < 0 ? MADV_NOHUGEPAGE : MADV_HUGEPAGE)) {
             r.status = errno; snprintf(r.msg, sizeof r.msg, "madvise(%s): %s", thp < 0 ? "NOHUGEPAGE" : "HUGEPAGE", strerror(errno)); break;
         }
         if (populate && prot) {
@@ -936,6 +941,14 @@ static void record_write(struct step *s, int mm, long page, long cpu, uint64_t v
     int moved = r->faults > 0 && PM_PRESENT(b) && PM_PRESENT(a) && PM_PFN(a) != PM_PFN(b);
     check_observers(mm, page, val, PM_PFN(a), (int)PM_PRESENT(a), r->found_page == 1, r->extra,
                     moved, violation, observers, sizeof observers);
+    /* A violation belongs to the decision that caused it, as in the simulator: a store that
+     * took no fault made no decision (it writes where an earlier fault let it), so what its
+     * observers saw is listed but not counted again. */
+    int seen = strcmp(violation, "null") != 0;
+    if (r->faults == 0 && r->uffd_resolved == 0 && seen) {
+        strcpy(violation, "null");
+        note = "no fault, no decision: the observers still see this page (an earlier decision)";
+    }
     attempts_printf("%s\n    {\"step\": %d, \"mm\": %d, \"page\": %ld, \"cpu\": %ld, "
                     "\"fault\": \"%s\", \"outcome\": \"%s\", \"violation\": %s, "
                     "\"faults\": %ld, \"majflt\": %ld, "
@@ -1124,11 +1137,19 @@ static int run_script(void) {
                 if (!strcmp(v, "inherit")) sysfs_choice("/sys/kernel/mm/transparent_hugepage/enabled", v, sizeof v);
                 if (strcmp(v, "madvise") && strcmp(v, "always")) { step_status(s, "skipped: %s is '%s'; it must be madvise or always (cowlab real run sets it)", path, v); continue; }
             }
+            long huge = s->nargs > 7 ? a[7] : 0;
+            if (huge) {
+                char path[128], v[64];
+                snprintf(path, sizeof path, "/sys/kernel/mm/hugepages/hugepages-%lukB/free_hugepages", (1UL << huge) >> 10);
+                long need = a[2] / (long)((1UL << huge) / PAGE);
+                if (sysfs_read(path, v, sizeof v)) { step_status(s, "skipped: %s is missing (no hugetlb pages of that size)", path); continue; }
+                if (atol(v) < need) { step_status(s, "skipped: %ld free hugetlb pages of %lu kB, %ld needed (vm.nr_hugepages; cowlab real run reserves them)", atol(v), (1UL << huge) >> 10, need); continue; }
+            }
             if (!worker_live[mm]) {
                 if (worker_pid[mm]) { step_status(s, "error: mm %d has exited", mm); continue; }
                 spawn_root_worker(mm);
             }
-            c.op = W_MMAP; c.a = a[1]; c.b = a[2]; c.c = a[3]; c.d = thp; c.val = (uint64_t)a[5]; c.cpu = (int)a[6];
+            c.op = W_MMAP; c.a = a[1]; c.b = a[2]; c.c = a[3]; c.d = thp; c.val = (uint64_t)a[5] | ((uint64_t)huge << 8); c.cpu = (int)a[6];
             r = send_cmd(mm, &c);
             if (r.status) step_status(s, "error: %s", r.msg); else step_status(s, "ok");
         } else if (!strcmp(s->op, "munmap")) {

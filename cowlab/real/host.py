@@ -20,6 +20,7 @@ from cowlab.kernel.presets import PRESETS
 
 THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
 KSM_DIR = Path("/sys/kernel/mm/ksm")
+HUGETLB_2M = Path("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
 #: The KSM knobs the harness changes for ``ksm_merge`` (it restores them itself; these
 #: are saved here too, in case the harness is killed before it can).
 KSM_KNOBS = ("run", "pages_to_scan", "sleep_millisecs")
@@ -131,8 +132,10 @@ class MachineSetup:
 
     def __init__(self, *, thp_orders: Iterable[int] | None = None, swapfile: int | None = None,
                  swap_dir: str | None = None, log: list[str] | None = None,
-                 guard_ksm: bool = False) -> None:
+                 guard_ksm: bool = False, hugetlb_2m: int = 0) -> None:
         self.thp_orders = None if thp_orders is None else set(thp_orders)
+        #: 2 MiB hugetlb pages to add to the pool for the run (given back afterwards).
+        self.hugetlb_2m = hugetlb_2m
         self.guard_ksm = guard_ksm
         self.swapfile_size = swapfile
         self.swap_dir = swap_dir or "/var/tmp"
@@ -159,6 +162,9 @@ class MachineSetup:
             if self.thp_orders is not None:
                 for path, value in thp_plan(self.thp_orders).items():
                     self.write_knob(path, value)
+            if self.hugetlb_2m > 0 and HUGETLB_2M.exists():
+                before = int(_choice(HUGETLB_2M))
+                self.write_knob(HUGETLB_2M, str(before + self.hugetlb_2m))
             if self.guard_ksm:
                 for name in KSM_KNOBS:
                     path = KSM_DIR / name

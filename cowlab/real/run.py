@@ -67,6 +67,15 @@ def thp_orders(scenario: Scenario) -> set[int]:
     return orders
 
 
+def hugetlb_2m_pages(scenario: Scenario) -> int:
+    """2 MiB hugetlb pages to reserve: every hugetlb page mapped, once for the mapping and
+    once more per fork (each side of a COW may get its own copy), plus one spare."""
+    mapped = sum(step.args["pages"] // 512 for step in scenario.steps
+                 if step.op == "mmap" and step.args["hugetlb"] == "2m")
+    forks = sum(step.op == "fork" for step in scenario.steps)
+    return mapped * (1 + forks) + 1 if mapped else 0
+
+
 def run_real(path: str | Path, *, kernel: str | None = None, swapfile: int | None = None,
              policy: str | None = None, log: list[str] | None = None,
              timeout_s: int = DEFAULT_TIMEOUT_S) -> Comparison:
@@ -76,7 +85,8 @@ def run_real(path: str | Path, *, kernel: str | None = None, swapfile: int | Non
     # The swapfile first: the simulated device follows the host's.
     with MachineSetup(swapfile=swapfile, log=log) as _swap:
         prep = prepare(path, kernel=kernel, policy=policy, timeout_s=timeout_s)
-        with MachineSetup(thp_orders=thp_orders(prep.scenario), log=log, guard_ksm=True):
+        with MachineSetup(thp_orders=thp_orders(prep.scenario), log=log, guard_ksm=True,
+                          hugetlb_2m=hugetlb_2m_pages(prep.scenario)):
             result = run_harness(prep.script)
     comp = compare(prep.sim, result, prep.script, where=str(path))
     comp.swap_device = prep.scenario.machine.swap

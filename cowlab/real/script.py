@@ -16,7 +16,7 @@ are decided by the harness itself at run time and reported the same way.
     mms 1
     pipes 0
     rings 0
-    S 0 mmap 0 0 2 3 -1 0 0
+    S 0 mmap 0 0 2 3 -1 0 0 0
     S 1 write 0 0 2 0 1 7
     S 2 skip # a transient GUP-fast reference cannot be held on purpose from user space
 """
@@ -45,6 +45,8 @@ ADVICE_CODES = {
 PROT_CODES = {"none": 0, "r": 1, "rw": 3}
 #: PMD THP is encoded as order 9 (2 MiB of 4 KiB pages).
 PMD_ORDER = 9
+#: log2 of a 2 MiB hugetlb page, as MAP_HUGE_2MB encodes it.
+HUGETLB_2M_SHIFT = 21
 
 #: Ops the harness never performs, with the reason printed for each such step.
 UNSUPPORTED = {
@@ -148,12 +150,15 @@ def _translate_step(step: Step, m: Callable[[str], int], pipe: Callable[[str], i
     if op in UNSUPPORTED:
         return (UNSUPPORTED[op],)
     if op == "mmap":
-        if a["hugetlb"] != "none":
-            return ("hugetlb mappings need reserved huge pages; the harness does not map them",)
+        if a["hugetlb"] == "1g":
+            return ("1 GiB hugetlb pages need a reservation at boot on most machines; the "
+                    "harness maps 2 MiB hugetlb pages only",)
         thp = a["thp"]
         order = -1 if thp == "none" else PMD_ORDER if thp == "pmd" else int(thp.split("-")[1])
+        # the last field: log2 of the hugetlb page size (MAP_HUGE_2MB), 0 for none
+        huge = HUGETLB_2M_SHIFT if a["hugetlb"] == "2m" else 0
         return (f"mmap {m(a['mm'])} {a['page']} {a['pages']} {PROT_CODES[a['prot']]} {order} "
-                f"{int(a['populate'])} {a['cpu']}")
+                f"{int(a['populate'])} {a['cpu']} {huge}")
     if op == "munmap":
         return f"munmap {m(a['mm'])} {a['page']} {a['pages']}"
     if op == "mremap":

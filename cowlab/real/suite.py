@@ -4,7 +4,7 @@ Three sources of scenarios, all run through the same :func:`~cowlab.real.run` pa
 
 * every ``*.yaml`` in ``experiments/scenarios/`` (``--scenarios DIR``);
 * the cow.c selftest cases (:mod:`cowlab.selftest.cases`) that the harness can express as
-  scenarios: the fork, mprotect, vmsplice and io_uring R/W pin cases over four memory
+  scenarios: the fork, mprotect, vmsplice and io_uring R/W pin cases over five memory
   variants (a base page, a swapped-out page, a PMD THP, an order-4 mTHP) and the four
   MADV_COLLAPSE cases; the R/O long-term pin cases need gup_test and are left out;
 * small scenarios for KSM, mremap, mlock, MADV_DONTFORK and MADV_FREE, and the minimal forms
@@ -35,7 +35,7 @@ import yaml
 from cowlab.real.compare import Comparison, compare
 from cowlab.real.harness import HarnessError, check_host, run_harness
 from cowlab.real.host import MachineSetup, parse_size, preset_for
-from cowlab.real.run import host_release, prepare, thp_orders
+from cowlab.real.run import host_release, hugetlb_2m_pages, prepare, thp_orders
 from cowlab.scenario import Scenario, ScenarioError, ScenarioRunner
 
 #: The command that regenerates the committed report (docs/real.md, experiments/real/).
@@ -43,7 +43,8 @@ REGENERATE = ("cowlab real suite --scenarios experiments/scenarios --random 24 -
               "--swapfile 256M --out experiments/real/report")
 
 FAMILIES = ("basic", "fork", "vmsplice", "io_uring pin", "mprotect", "soft-dirty", "swap",
-            "thp", "mthp", "collapse", "ksm", "madvise other", "mremap", "mlock", "uffd-wp")
+            "thp", "mthp", "hugetlb", "collapse", "ksm", "madvise other", "mremap", "mlock",
+            "uffd-wp")
 
 
 def families(doc: dict[str, Any]) -> list[str]:
@@ -65,6 +66,8 @@ def families(doc: dict[str, Any]) -> list[str]:
                 str(adv), "madvise other"))
         elif op == "mmap" and s.get("thp", "none") != "none":
             fam.add("thp" if s["thp"] == "pmd" else "mthp")
+        elif op == "mmap" and s.get("hugetlb", "none") != "none":
+            fam.add("hugetlb")
         elif op == "ksm_merge":
             fam.add("ksm")
         elif op in ("mremap", "mlock"):
@@ -80,6 +83,7 @@ _VARIANTS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "swapped-page": ({"pages": 1}, ["pageout"]),
     "pmd-thp": ({"pages": 512, "thp": "pmd"}, []),
     "mthp-64k": ({"pages": 16, "thp": "mthp-4"}, []),
+    "hugetlb-2m": ({"pages": 512, "hugetlb": "2m"}, []),
 }
 
 
@@ -361,7 +365,8 @@ def run_suite(out: Path, *, scenarios_dir: Path | None, random_count: int, seed:
                                      "families": families(doc)}
             try:
                 prep = prepare(path, kernel=preset)
-                with MachineSetup(thp_orders=thp_orders(prep.scenario), log=log, guard_ksm=True):
+                with MachineSetup(thp_orders=thp_orders(prep.scenario), log=log, guard_ksm=True,
+                                  hugetlb_2m=hugetlb_2m_pages(prep.scenario)):
                     result = run_harness(prep.script)
                 comp: Comparison = compare(prep.sim, result, prep.script, where=str(path))
                 comp.swap_device = prep.scenario.machine.swap

@@ -256,3 +256,36 @@ steps:
 """)
     assert main(["real", "run", str(path), "--timeout", "1"]) == 2
     assert "time limit reached" in capsys.readouterr().err
+
+
+def test_hugetlb_vmsplice_leak_is_seen_on_the_real_kernel(tmp_path: Path) -> None:
+    # cow.c's "vmsplice() + unmap in child" on hugetlb, an expected failure upstream: the
+    # parent reuses the huge page the child's pipe still holds. Both kernels say leak.
+    from cowlab.real.host import HUGETLB_2M
+
+    if not HUGETLB_2M.exists():
+        pytest.skip("no 2 MiB hugetlb pages on this kernel")
+    before = HUGETLB_2M.read_text().strip()
+    path = _write(tmp_path, """
+kernel: v6.15
+steps:
+  - {op: mmap, mm: parent, page: 0, pages: 512, hugetlb: 2m}
+  - {op: write, mm: parent, page: 0}
+  - {op: fork, mm: parent, child: child}
+  - {op: gup, mm: child, page: 0, kind: get, name: pipe}
+  - {op: munmap, mm: child, page: 0, pages: 512}
+  - {op: write, mm: parent, page: 0}
+  - {op: write, mm: parent, page: 0}
+  - {op: put, name: pipe}
+""")
+    comp = run_real(path)
+    assert all(s["status"] == "ok" for s in comp.steps), comp.steps
+    reuse, after = comp.rows[-2], comp.rows[-1]
+    assert reuse.real is not None and after.real is not None
+    assert (reuse.real["fault"], reuse.real["outcome"], reuse.real["violation"]) == \
+        ("wp", "reuse", "leak")
+    assert reuse.status == "agree"
+    # the next store takes no fault: no second decision, no second violation
+    assert (after.real["fault"], after.real["violation"]) == ("none", None)
+    assert after.real["observers"]
+    assert HUGETLB_2M.read_text().strip() == before

@@ -23,7 +23,7 @@ def _runs(doc: dict[str, Any]) -> None:
 
 def test_selftest_and_extra_scenarios_are_accepted_by_the_simulator() -> None:
     docs = list(selftest_scenarios()) + list(extra_scenarios())
-    assert len(docs) == 4 * 8 + 4 + 8
+    assert len(docs) == 5 * 8 + 4 + 8
     for _name, doc in docs:
         _runs(doc)
 
