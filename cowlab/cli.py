@@ -264,6 +264,16 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
 
+def cmd_real(args: argparse.Namespace) -> int:
+    """cowlab real run|emit|import|suite|calibrate (see cowlab/real/command.py)"""
+    from cowlab.real.command import RealUsageError, run
+
+    try:
+        return run(args)
+    except RealUsageError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """cowlab verify [--policy NAME] [--kernel PRESET] [--depth N] ... (see
     cowlab/verify/command.py)"""
@@ -642,6 +652,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cowlab.verify.command import add_parser as add_verify_parser
 
     add_verify_parser(sub, cmd_verify)
+    from cowlab.real.command import add_parser as add_real_parser
+
+    add_real_parser(sub, cmd_real)
     _add_plugin_commands(sub)
     return parser
 

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from cowlab.costfile import CostFileError, load_costs
 from cowlab.geometry import DEFAULT_GEOMETRY, Geometry, GeometryError
-from cowlab.kernel.costs import DEVICES
+from cowlab.kernel.costs import DEVICES, CostModel
 from cowlab.kernel.engine import Engine, Thread, ThreadGen
 from cowlab.kernel.errors import KernelError
 from cowlab.kernel.fault import FaultRecord, PolicyError
@@ -169,7 +170,7 @@ OPS: dict[str, OpSpec] = {
 }
 
 _TOP_KEYS = ("kernel", "geometry", "machine", "steps", "description", "name")
-_MACHINE_KEYS = ("cpus", "swap", "stable_writes", "swap_slots", "ram_pages", "thp")
+_MACHINE_KEYS = ("cpus", "swap", "stable_writes", "swap_slots", "ram_pages", "thp", "costs")
 
 
 def _did_you_mean(key: str, known: list[str] | tuple[str, ...]) -> str:
@@ -220,6 +221,8 @@ class Scenario:
     machine: Machine
     steps: list[Step]
     description: str = ""
+    #: Costs loaded from ``machine.costs`` (None: the defaults).
+    costs: CostModel | None = None
 
     @classmethod
     def load(cls, path: str | Path, *, kernel: str | None = None,
@@ -255,14 +258,32 @@ class Scenario:
             )
         except GeometryError as exc:
             raise ScenarioError(str(exc)) from None
-        machine = _parse_machine(data.get("machine", {}), source)
+        machine_doc = data.get("machine", {})
+        costs = None
+        if isinstance(machine_doc, dict) and "costs" in machine_doc:
+            machine_doc = dict(machine_doc)
+            costs = _load_costs(machine_doc.pop("costs"), source)
+        machine = _parse_machine(machine_doc, source)
         raw_steps = data.get("steps")
         if not isinstance(raw_steps, list) or not raw_steps:
             raise ScenarioError(f"{source}: 'steps' must be a non-empty list of operations")
         steps = [_parse_step(i, raw, source) for i, raw in enumerate(raw_steps)]
         _check_page_bounds(steps, source, max_pages)
         description = data.get("description", "")
-        return cls(source, config, geometry, machine, steps, str(description))
+        return cls(source, config, geometry, machine, steps, str(description), costs)
+
+
+def _load_costs(value: object, source: str) -> CostModel:
+    """``machine.costs``: a cost file, relative to the scenario file's directory."""
+    if not isinstance(value, str) or not value:
+        raise ScenarioError(f"{source}: machine.costs: expected a file name, got {value!r}")
+    path = Path(value)
+    if not path.is_absolute():
+        path = Path(source).parent / path
+    try:
+        return load_costs(path)
+    except CostFileError as exc:
+        raise ScenarioError(f"{source}: machine.costs: {exc}") from None
 
 
 def _check_page_bounds(steps: list[Step], source: str, max_pages: int) -> None:
@@ -458,7 +479,8 @@ class ScenarioRunner:
     ) -> None:
         self.scenario = scenario
         self.kernel = Kernel(
-            scenario.kernel, policy, geometry=scenario.geometry, machine=scenario.machine, seed=seed
+            scenario.kernel, policy, geometry=scenario.geometry, machine=scenario.machine,
+            costs=scenario.costs, seed=seed,
         )
         self.engine = Engine(self.kernel)
         self.mms: dict[str, MM] = {}
