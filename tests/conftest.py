@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
+from hypothesis import settings
 
 from cowlab.kernel import Kernel, Machine, get_preset
 from cowlab.plugins import get_registry
 
 KernelFactory = Callable[..., Kernel]
+
+# Property tests draw the same examples on every run (a CI run that passes passes
+# again); HYPOTHESIS_PROFILE=explore draws fresh ones to look for new counterexamples.
+settings.register_profile("cowlab", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "cowlab"))
 
 
 def make_kernel(

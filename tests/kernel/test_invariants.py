@@ -66,8 +66,10 @@ def test_oracle_and_exclusive_never_violate_with_pins_on_v5_19_facilities(
 ) -> None:
     k = make_kernel(preset, policy, swap=swap, facilities=_facilities(batch))
     apply_ops(k, ops, pins_only=True, safe=True, large=True)
-    # hugetlb keeps its mapcount rule outside the policy (a known hole, see cow.c).
-    assert [r for r in k.violations if r.reason != "hugetlb"] == []
+    # Not the policy's: hugetlb keeps its mapcount rule outside the policy (a known hole,
+    # see cow.c), and a write over the zero page copies it under a R/O FOLL_GET the writer
+    # took on it, which no decision is asked about (reason "zero_page", docs/kernel-model.md).
+    assert [r for r in k.violations if r.reason not in ("hugetlb", "zero_page")] == []
 
 
 @SETTINGS
