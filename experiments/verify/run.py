@@ -181,11 +181,13 @@ def _md(data: dict[str, Any]) -> str:
     out += ["", "## Scaling (oracle on v5.19, every op family)", "",
             f"Made by `{data.get('scale_command', data['command'])}` "
             f"({data.get('scale_date', data['date'])}). Each universe ran for a wall-clock "
-            f"budget of {data['scale_budget_s']:.0f} s on one core ({jobs} universes at a "
+            f"budget of {data['scale_budget_s']:.0f} s on one core ("
+            + ("one universe" if jobs == 1 else f"{jobs} universes") + " at a "
             "time; the search is single-threaded per worker, and with the process executor "
             "two workers do about twice the states/s on two free cores)"
             + (f"; load average {load:.2f} while it ran (other work shared the machine)"
                if load is not None else "")
+            + (f"; {data['scale_build']} kernel" if data.get("scale_build") else "")
             + ". `depth completed` is the deepest level every sequence of which was "
             "explored within the budget.", "",
             "| mms | pages | cpus | states/s | depth completed | explored | distinct | "
@@ -253,6 +255,13 @@ def _brief(step: dict[str, Any]) -> str:
 UNIVERSES = ((2, 1, 1), (2, 1, 2), (2, 2, 2), (3, 1, 2))
 
 
+def kernel_build() -> str:
+    """Which build of the simulated kernel this process runs: compiled or pure Python."""
+    import cowlab.kernel.kernel as k
+
+    return "pure Python" if str(k.__file__).endswith(".py") else "compiled"
+
+
 def only_scaling(budget: float, jobs: int) -> int:
     """Rerun the scaling table alone (e.g. with the 10-minute budget) into the results."""
     data = json.loads((HERE / "results.json").read_text(encoding="utf-8"))
@@ -261,7 +270,7 @@ def only_scaling(budget: float, jobs: int) -> int:
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         futs = [pool.submit(scale, m, p, c, budget) for m, p, c in UNIVERSES]
         data["scaling"] = [f.result() for f in futs]
-    data.update(scale_budget_s=budget, scale_jobs=jobs,
+    data.update(scale_budget_s=budget, scale_jobs=jobs, scale_build=kernel_build(),
                 scale_load=round(max(load0, os.getloadavg()[0]), 2),
                 scale_command="python experiments/verify/run.py --only-scaling "
                 f"--scale-budget {budget:g} --jobs {jobs}",
