@@ -45,3 +45,18 @@ class StallError(KernelError):
     def __reduce__(self) -> tuple[type[StallError], tuple[str, tuple[BlockedThread, ...], int]]:
         # Picklable with its fields, so a worker process can report it.
         return (StallError, (self.message, self.blocked, self.time_ns))
+
+
+# The exceptions below belong to fault.py, folio.py and swap.py (which re-export them);
+# they live here because the compiled build (setup.py) cannot compile a class derived
+# from RuntimeError, and this module stays interpreted.
+class PolicyError(RuntimeError):
+    """A policy misused a primitive or returned something that is not a Decision."""
+
+
+class LedgerError(RuntimeError):
+    """A reference was dropped that was never taken: a simulator bug, never user input."""
+
+
+class SwapFullError(RuntimeError):
+    """No free swap slot (the device's size was exhausted)."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from cowlab.kernel.errors import LedgerError as LedgerError
+
 # Holder kinds of a reference (the ledger's first key).
 PTE = "pte"  #: one PTE mapping: owner = mm id, sub = page index in the folio
 PMD = "pmd"  #: a PMD mapping of a THP: owner = mm id (entire mapcount)
@@ -34,10 +36,6 @@ GUP_PIN_COUNTING_BIAS = 1024
 
 #: (holder kind, owner, page index in the folio); the owner's type depends on the kind.
 LedgerKey = tuple[str, Any, int]
-
-
-class LedgerError(RuntimeError):
-    """A reference was dropped that was never taken: a simulator bug, never user input."""
 
 
 class LockHolder(NamedTuple):

@@ -1,0 +1,149 @@
+"""Build script: compiles the simulated kernel with mypyc when a C compiler is present.
+
+The metadata lives in pyproject.toml; this file only adds the compiled extension
+modules. The kernel's Python sources (cowlab/kernel/*.py, cowlab/geometry.py) are the
+one source of truth: mypyc turns them into C extension modules that sit next to them,
+and ``COWLAB_PURE=1`` makes cowlab import the ``.py`` files instead (cowlab/_build.py).
+
+When there is no working C compiler, or mypyc cannot be imported or fails, the
+installation goes on as pure Python and says so (here, on the build's output, and at
+run time in ``cowlab --version``). ``COWLAB_BUILD=pure`` skips compiling on purpose.
+
+The build writes ``cowlab/_compiled.json`` (git-ignored): a hash of every compiled
+source, so that an edited source is never shadowed by a stale extension module (the
+pure build is used instead, with a warning, until the next ``pip install -e .``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+MANIFEST = ROOT / "cowlab" / "_compiled.json"
+#: Modules that stay interpreted: the package file and the exception classes (mypyc
+#: cannot compile classes derived from RuntimeError).
+INTERPRETED = {"__init__.py", "errors.py"}
+#: The mypyc group: one shared library, cowlab/kernel/_native__mypyc.*.so.
+GROUP = "cowlab.kernel._native"
+
+
+def compiled_sources() -> list[str]:
+    """The sources mypyc compiles, relative to the project root, in a fixed order."""
+    kernel = sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "cowlab" / "kernel").glob("*.py")
+        if p.name not in INTERPRETED
+    )
+    return [*kernel, "cowlab/geometry.py"]
+
+
+def module_name(source: str) -> str:
+    """``cowlab/kernel/fault.py`` -> ``cowlab.kernel.fault``."""
+    return source[: -len(".py")].replace("/", ".")
+
+
+def source_hashes(sources: list[str]) -> dict[str, str]:
+    """sha256 of each source, by module name (what cowlab/_build.py compares)."""
+    return {
+        module_name(s): hashlib.sha256((ROOT / s).read_bytes()).hexdigest() for s in sources
+    }
+
+
+def warn(message: str) -> None:
+    """A loud line on the build output (pip shows it with -v, or when the build fails)."""
+    sys.stderr.write(f"\n*** cowlab: {message}\n\n")
+    sys.stderr.flush()
+
+
+def write_manifest(data: dict[str, Any], path: Path = MANIFEST) -> None:
+    """Write ``data`` to ``path`` (cowlab/_compiled.json) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def compiler_problem() -> str | None:
+    """Why no extension can be built here (None: a C compiler works)."""
+    from setuptools._distutils.ccompiler import new_compiler
+    from setuptools._distutils.sysconfig import customize_compiler
+
+    try:
+        cc = new_compiler()
+        customize_compiler(cc)
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "probe.c"
+            src.write_text("int cowlab_probe(void) { return 0; }\n", encoding="utf-8")
+            cc.compile([str(src)], output_dir=tmp)
+    except Exception as exc:  # any failure means: no usable compiler
+        return f"no working C compiler ({type(exc).__name__}: {exc})".replace("\n", " ")
+    return None
+
+
+class BuildExt(build_ext):
+    """build_ext that falls back to pure Python when compiling fails, and records what
+    it built in cowlab/_compiled.json."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:
+            reason = f"compiling the kernel failed ({type(exc).__name__}: {exc})"
+            warn(reason + "; installing the pure-Python build (slower, same results)")
+            self._drop_built()
+            write_manifest({"compiled": False, "reason": reason})
+            return
+        if self.extensions:
+            # Next to the extension modules: the source tree for an editable install,
+            # the build directory (and so the wheel) otherwise.
+            package = Path(self.get_ext_fullpath(module_name(SOURCES[0]))).parents[1]
+            write_manifest(
+                {"compiled": True, "group": GROUP, "modules": source_hashes(SOURCES)},
+                package / MANIFEST.name,
+            )
+
+    def _drop_built(self) -> None:
+        for ext in self.extensions:
+            path = Path(self.get_ext_fullpath(ext.name))
+            if path.exists():
+                path.unlink()
+
+
+def extensions() -> list[Any]:
+    """The mypyc extension modules, or [] (pure Python) with the reason recorded."""
+    reason: str | None = None
+    if os.environ.get("COWLAB_BUILD", "").lower() == "pure":
+        reason = "COWLAB_BUILD=pure was set at install time"
+    else:
+        reason = compiler_problem()
+    if reason is None:
+        try:
+            from mypyc.build import mypycify
+        except ImportError as exc:
+            reason = f"mypyc is not available ({exc})"
+    if reason is not None:
+        warn(f"{reason}; installing the pure-Python build (slower, same results)")
+        write_manifest({"compiled": False, "reason": reason})
+        return []
+    try:
+        return list(mypycify(SOURCES, opt_level="3", group_name=GROUP))
+    except (Exception, SystemExit) as exc:  # mypyc reports type errors with SystemExit
+        reason = f"mypyc failed ({type(exc).__name__}: {exc})"
+        warn(f"{reason}; installing the pure-Python build (slower, same results)")
+        write_manifest({"compiled": False, "reason": reason})
+        return []
+
+
+os.chdir(ROOT)  # mypycify takes paths relative to the project root
+SOURCES = compiled_sources()
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
