@@ -24,14 +24,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 MANIFEST = ROOT / "cowlab" / "_compiled.json"
-#: Modules that stay interpreted: the package file and the exception classes (mypyc
-#: cannot compile classes derived from RuntimeError).
-INTERPRETED = {"__init__.py", "errors.py"}
+#: Modules that stay interpreted: the package file, the exception classes (mypyc
+#: cannot compile classes derived from RuntimeError) and the runtime-checkable Policy
+#: protocol (a compiled class is no Protocol).
+INTERPRETED = {"__init__.py", "errors.py", "policy.py"}
 #: The mypyc group: one shared library, cowlab/kernel/_native__mypyc.*.so.
 GROUP = "cowlab.kernel._native"
 
@@ -64,6 +65,12 @@ def warn(message: str) -> None:
     sys.stderr.flush()
 
 
+def note(message: str) -> None:
+    """A progress line on the build output."""
+    sys.stderr.write(f"cowlab: {message}\n")
+    sys.stderr.flush()
+
+
 def write_manifest(data: dict[str, Any], path: Path = MANIFEST) -> None:
     """Write ``data`` to ``path`` (cowlab/_compiled.json) atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,26 +97,64 @@ def compiler_problem() -> str | None:
 
 
 class BuildExt(build_ext):
-    """build_ext that falls back to pure Python when compiling fails, and records what
-    it built in cowlab/_compiled.json."""
+    """build_ext that runs mypyc (only when extensions are really built, not when pip
+    merely asks for the build requirements), falls back to pure Python when compiling is
+    impossible or fails, and records what it built in cowlab/_compiled.json."""
 
     def run(self) -> None:
-        try:
-            super().run()
-        except Exception as exc:
-            reason = f"compiling the kernel failed ({type(exc).__name__}: {exc})"
-            warn(reason + "; installing the pure-Python build (slower, same results)")
-            self._drop_built()
-            write_manifest({"compiled": False, "reason": reason})
+        if not self.extensions:
             return
-        if self.extensions:
-            # Next to the extension modules: the source tree for an editable install,
-            # the build directory (and so the wheel) otherwise.
-            package = Path(self.get_ext_fullpath(module_name(SOURCES[0]))).parents[1]
-            write_manifest(
-                {"compiled": True, "group": GROUP, "modules": source_hashes(SOURCES)},
-                package / MANIFEST.name,
-            )
+        # Hashed before compiling: a source edited during the build reads as stale.
+        hashes = source_hashes(SOURCES)
+        reason = compiler_problem()
+        if reason is None:
+            try:
+                from mypyc.build import mypycify
+            except ImportError as exc:
+                reason = f"mypyc is not available ({exc})"
+        if reason is None:
+            note(f"compiling {len(SOURCES)} kernel modules with mypyc (a few minutes)")
+            try:
+                built = list(mypycify(SOURCES, opt_level="3", group_name=GROUP))
+            except (Exception, SystemExit) as exc:  # mypyc reports errors with SystemExit
+                reason = f"mypyc failed ({type(exc).__name__}: {exc})"
+        if reason is None:
+            reason = self._adopt(built)
+        if reason is None:
+            try:
+                super().run()
+            except Exception as exc:
+                reason = f"compiling the kernel failed ({type(exc).__name__}: {exc})"
+                self._drop_built()
+        if reason is not None:
+            warn(f"{reason}; installing the pure-Python build (slower, same results)")
+            write_manifest({"compiled": False, "reason": reason})
+            self.extensions = []
+            return
+        note(f"compiled kernel built: {len(self.extensions)} extension modules")
+        # Next to the extension modules: the source tree for an editable install, the
+        # build directory (and so the wheel) otherwise.
+        package = Path(self.get_ext_fullpath(module_name(SOURCES[0]))).parents[1]
+        write_manifest(
+            {"compiled": True, "group": GROUP, "modules": hashes},
+            package / MANIFEST.name,
+        )
+
+    def _adopt(self, built: list[Extension]) -> str | None:
+        """Give the placeholders (already finalized by setuptools) mypyc's sources and
+        flags; returns a problem, or None."""
+        by_name = {ext.name: ext for ext in built}
+        if set(by_name) != {ext.name for ext in self.extensions}:
+            return (f"mypyc made extension modules {sorted(by_name)}, expected "
+                    f"{sorted(ext.name for ext in self.extensions)}")
+        for ext in self.extensions:
+            made = by_name[ext.name]
+            for attr in ("sources", "include_dirs", "define_macros", "undef_macros",
+                         "library_dirs", "libraries", "runtime_library_dirs", "extra_objects",
+                         "extra_compile_args", "extra_link_args", "export_symbols",
+                         "depends", "language"):
+                setattr(ext, attr, getattr(made, attr))
+        return None
 
     def _drop_built(self) -> None:
         for ext in self.extensions:
@@ -118,32 +163,19 @@ class BuildExt(build_ext):
                 path.unlink()
 
 
-def extensions() -> list[Any]:
-    """The mypyc extension modules, or [] (pure Python) with the reason recorded."""
-    reason: str | None = None
+def placeholders() -> list[Extension]:
+    """One entry per extension module mypyc will make (a shim per compiled module and
+    the group's shared library); :class:`BuildExt` replaces them with mypyc's."""
     if os.environ.get("COWLAB_BUILD", "").lower() == "pure":
         reason = "COWLAB_BUILD=pure was set at install time"
-    else:
-        reason = compiler_problem()
-    if reason is None:
-        try:
-            from mypyc.build import mypycify
-        except ImportError as exc:
-            reason = f"mypyc is not available ({exc})"
-    if reason is not None:
         warn(f"{reason}; installing the pure-Python build (slower, same results)")
         write_manifest({"compiled": False, "reason": reason})
         return []
-    try:
-        return list(mypycify(SOURCES, opt_level="3", group_name=GROUP))
-    except (Exception, SystemExit) as exc:  # mypyc reports type errors with SystemExit
-        reason = f"mypyc failed ({type(exc).__name__}: {exc})"
-        warn(f"{reason}; installing the pure-Python build (slower, same results)")
-        write_manifest({"compiled": False, "reason": reason})
-        return []
+    names = [module_name(s) for s in SOURCES] + [GROUP + "__mypyc"]
+    return [Extension(name, sources=[]) for name in names]
 
 
 os.chdir(ROOT)  # mypycify takes paths relative to the project root
 SOURCES = compiled_sources()
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
+setup(ext_modules=placeholders(), cmdclass={"build_ext": BuildExt})

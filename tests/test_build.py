@@ -1,0 +1,86 @@
+"""The compiled and the pure-Python kernel builds (setup.py, cowlab/_build.py).
+
+CI installs the compiled build and runs the suite against it; these tests check that
+the build in use is the one cowlab says it is, and that a pure-build subprocess
+(``COWLAB_PURE=1``) produces bit-identical records and scenario results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cowlab.geometry
+import cowlab.kernel.kernel
+from cowlab import _build
+from cowlab.plugins import get_registry
+from cowlab.records import RunSpec, execute
+from cowlab.scenario import format_result, run_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = sorted((ROOT / "experiments" / "scenarios").glob("*.yaml"))
+#: (policy, kernel) pairs over every built-in workload: the era rules of three eras
+#: and the oracle (whose view carries the ground truth).
+RUNS = [("legacy", "v5.8"), ("baseline", "v5.9"), ("exclusive", "v5.19"),
+        ("exact-mapcount", "v6.15"), ("oracle", "v5.19")]
+
+
+def fingerprint() -> dict[str, Any]:
+    """Every result the comparison covers, as JSON: record digests (which bind the
+    metrics, counters, decision hash and simulated time) and scenario reports."""
+    registry = get_registry()
+    workloads = [n for n in registry.names("workload")
+                 if registry.origin("workload", n).startswith("cowlab")]
+    records = {}
+    for workload in workloads:
+        for policy, kernel in RUNS:
+            spec = RunSpec(policy=policy, kernel=kernel, workload=workload, seed=1,
+                           max_decisions=150)
+            record = execute(spec)
+            records[f"{workload}/{policy}/{kernel}"] = [record["digest"],
+                                                        record["decision_hash"]]
+    scenarios = {}
+    for path in SCENARIOS:
+        for policy in ("baseline", "exclusive"):
+            result = run_scenario(path, registry.make_policy(policy))
+            scenarios[f"{path.name}/{policy}"] = format_result(result)
+    return {"build": _build.BUILD.kind, "records": records, "scenarios": scenarios}
+
+
+def test_the_build_cowlab_reports_is_the_one_imported() -> None:
+    for module in (cowlab.kernel.kernel, cowlab.geometry):
+        from_source = str(module.__file__).endswith(".py")
+        assert from_source == (not _build.BUILD.compiled), (module.__file__, _build.describe())
+
+
+def test_version_names_the_build_and_why_it_is_pure() -> None:
+    out = subprocess.run([sys.executable, "-m", "cowlab.cli", "--version"], cwd=ROOT,
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "COWLAB_PURE": "1"}).stdout
+    assert "pure-Python kernel (COWLAB_PURE=1 is set)" in out
+    here = _build.describe()
+    assert here.startswith("compiled kernel" if _build.BUILD.compiled else "pure-Python kernel")
+
+
+@pytest.mark.slow
+def test_pure_and_compiled_builds_give_bit_identical_results() -> None:
+    if not _build.BUILD.compiled:
+        pytest.skip(f"no compiled build to compare with: {_build.describe()}")
+    code = "import json, tests.test_build as t; print(json.dumps(t.fingerprint()))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "COWLAB_PURE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pure = json.loads(proc.stdout.splitlines()[-1])
+    compiled = fingerprint()
+    assert pure["build"] == "pure" and compiled["build"] == "compiled"
+    assert len(compiled["records"]) >= 5 * len(RUNS) and compiled["scenarios"]
+    for key, value in compiled["records"].items():
+        assert pure["records"][key] == value, f"record {key} differs between the builds"
+    for key, text in compiled["scenarios"].items():
+        assert pure["scenarios"][key] == text, f"scenario {key} differs between the builds"
