@@ -36,6 +36,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from mypy_extensions import mypyc_attr
+
 # --------------------------------------------------------------------------
 # Page geometry
 # --------------------------------------------------------------------------
@@ -111,6 +113,9 @@ _SWP_TYPE_SHIFT = 64 - SWP_TYPE_BITS
 SWP_OFFSET_LIMIT = _SWP_OFFSET_MASK
 
 
+# Interpreted even in the compiled build (setup.py): pickles and introspects like any
+# Python exception.
+@mypyc_attr(native_class=False)
 class GeometryError(ValueError):
     """An address, page range, PFN, swap entry or geometry setting is out of bounds."""
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 
+from mypy_extensions import mypyc_attr
+
 Callback = Callable[[], None]
 
 
@@ -75,6 +77,9 @@ class Clock:
         return True
 
 
+# Interpreted even in the compiled build (setup.py): pickles and introspects like any
+# Python exception.
+@mypyc_attr(native_class=False)
 class Sleep(Exception):
     """Raised by a kernel operation that must sleep until ``until_ns`` and then be retried.
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
+from cowlab import _build
 from cowlab.geometry import DEFAULT_GEOMETRY
 from cowlab.kernel.clock import Clock
 from cowlab.kernel.engine import Engine
@@ -57,6 +60,11 @@ def test_every_field_of_every_kernel_class_is_hashed_or_excluded_with_a_reason()
 
 
 def test_a_kernel_field_the_hash_does_not_know_still_separates_states() -> None:
+    if _build.BUILD.compiled:
+        # A compiled Kernel has a fixed set of fields (no __dict__): a field the hash does
+        # not know can only come from a source edit, which the classification test above
+        # catches; CI runs this file against the pure build too (.ci/run).
+        pytest.skip("needs the pure build: a compiled Kernel takes no new attributes")
     a, b = Sim(_problem()), Sim(_problem())
     assert _hash(a) == _hash(b)
     a.runner.kernel.future_field = 1  # type: ignore[attr-defined]
