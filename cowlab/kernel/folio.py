@@ -45,6 +45,11 @@ class LockHolder(NamedTuple):
     release_at: int | None = None
 
 
+#: The per-mm mapcount slots of every small folio (never written: see Folio.__init__).
+_UNTRACKED_IDS: list[int | None] = [None, None]
+_UNTRACKED_COUNTS: list[int] = [0, 0]
+
+
 class Folio:
     """One physical allocation with its flags, per-page state and reference ledger."""
 
@@ -107,8 +112,10 @@ class Folio:
         # v6.15 per-mm mapcount tracking of large folios (1da190f4d0a6's series): two
         # slots of (mm id, mappings); a third mm sets maybe_shared, which clears only
         # when every mapping belongs to one tracked mm again.
-        self.mm_ids: list[int | None] = [None, None]
-        self.mm_counts = [0, 0]
+        # A small folio never tracks (_track() runs for large folios only): every small
+        # folio shares the one pair of lists below, which nothing writes (memory).
+        self.mm_ids: list[int | None] = [None, None] if order else _UNTRACKED_IDS
+        self.mm_counts = [0, 0] if order else _UNTRACKED_COUNTS
         self.maybe_shared = False
 
     # -- derived state -------------------------------------------------------------------

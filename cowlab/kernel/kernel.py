@@ -848,9 +848,13 @@ class Kernel:
         swap_offset: int = 0,
     ) -> FaultRecord:
         """The one place that asks the policy and applies REUSE or COPY."""
-        view = (OracleFaultView if self._oracle else FaultView)(
-            self, folio, index, mm, vma, page, cpu, path, unshare
-        )
+        oracle_view: OracleFaultView | None = None
+        view: FaultView
+        if self._oracle:
+            oracle_view = OracleFaultView(self, folio, index, mm, vma, page, cpu, path, unshare)
+            view = oracle_view
+        else:
+            view = FaultView(self, folio, index, mm, vma, page, cpu, path, unshare)
         on_swap_path = path == "swap"
         if on_swap_path:
             view.locked_by_policy = True  # do_swap_page holds the folio lock
@@ -865,8 +869,8 @@ class Kernel:
             self.swap,
             mapped_by_writer=0 if on_swap_path else 1,
         )
-        if self._oracle:
-            view.truth = truth  # type: ignore[attr-defined]
+        if oracle_view is not None:
+            oracle_view.truth = truth
         self.busy_ns += self.costs.decide_ns
         try:
             decision = self._decide(view)
