@@ -136,6 +136,9 @@ _LOCKED_EINVAL = ("pageout", "cold", "dontneed", "free")
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+#: LockHolder values without a release time, by reason (Kernel.lock_folio()).
+_UNTIMED_HOLDERS: dict[str, LockHolder] = {}
+
 
 def operation(fn: _F) -> _F:
     """Mark a public kernel operation: it starts a new busy-time account and, in the
@@ -347,7 +350,15 @@ class Kernel:
     # ==================================================================================
     def lock_folio(self, folio: Folio, reason: str, release_at: int | None = None) -> None:
         """Take the page lock (the caller checked it is free)."""
-        folio.lock = LockHolder(reason, release_at)
+        if release_at is not None:
+            folio.lock = LockHolder(reason, release_at)
+            return
+        # Holders are immutable values: one per reason serves every untimed lock (the
+        # policy's trylock() on every decision would otherwise build a tuple each time).
+        holder = _UNTIMED_HOLDERS.get(reason)
+        if holder is None:
+            holder = _UNTIMED_HOLDERS[reason] = LockHolder(reason, None)
+        folio.lock = holder
 
     def unlock_folio(self, folio: Folio) -> None:
         """folio_unlock()."""

@@ -64,6 +64,10 @@ class Truth(NamedTuple):
     blockers: tuple[str, ...]
 
 
+#: The truth of a page nobody but the writer observes, with nothing blocking its reuse.
+EXCLUSIVE = Truth(exclusive=True, own_gup=False, foreign=(), blockers=())
+
+
 def page_truth(
     folio: Folio,
     index: int | None,
@@ -148,6 +152,8 @@ def page_truth(
         blockers.append("ksm")
     if folio.order:
         blockers.append("large_folio")
+    if not foreign and not blockers and not own_gup:
+        return EXCLUSIVE  # the common case, without building a tuple
     return Truth(
         exclusive=not foreign,
         own_gup=own_gup,
