@@ -11,28 +11,29 @@ methods (:meth:`Folio.get` / :meth:`Folio.put` / :meth:`Folio.map_pte` ...), and
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from cowlab.kernel.errors import LedgerError as LedgerError
 
 # Holder kinds of a reference (the ledger's first key).
-PTE = "pte"  #: one PTE mapping: owner = mm id, sub = page index in the folio
-PMD = "pmd"  #: a PMD mapping of a THP: owner = mm id (entire mapcount)
-SWAPCACHE = "swapcache"  #: the swapcache: nr_pages references
-LRU_BATCH = "lru_batch"  #: a per-CPU folio batch: owner = (cpu, batch name)
-ISOLATED = "isolated"  #: LRU isolation by reclaim, MADV_PAGEOUT/COLD, migration: owner = who
-GUP = "gup"  #: FOLL_GET: owner = GUP handle id
-PIN = "pin"  #: FOLL_PIN: owner = GUP handle id (1024 for a small folio, 1 + pincount if large)
-SPECULATIVE = "speculative"  #: transient GUP-fast / PFN walker reference
-FAULT = "fault"  #: the faulting thread's own transient reference (do_swap_page)
+PTE: Final = "pte"  #: one PTE mapping: owner = mm id, sub = page index in the folio
+PMD: Final = "pmd"  #: a PMD mapping of a THP: owner = mm id (entire mapcount)
+SWAPCACHE: Final = "swapcache"  #: the swapcache: nr_pages references
+LRU_BATCH: Final = "lru_batch"  #: a per-CPU folio batch: owner = (cpu, batch name)
+ISOLATED: Final = "isolated"  #: LRU isolation by reclaim, MADV_PAGEOUT/COLD, migration: owner = who
+GUP: Final = "gup"  #: FOLL_GET: owner = GUP handle id
+#: FOLL_PIN: owner = GUP handle id (1024 for a small folio, 1 + pincount if large)
+PIN: Final = "pin"
+SPECULATIVE: Final = "speculative"  #: transient GUP-fast / PFN walker reference
+FAULT: Final = "fault"  #: the faulting thread's own transient reference (do_swap_page)
 
 HOLDER_KINDS = (PTE, PMD, SWAPCACHE, LRU_BATCH, ISOLATED, GUP, PIN, SPECULATIVE, FAULT)
 
 #: The shared zero page's PFN: read faults on untouched anonymous memory map it.
-ZERO_PFN = 0
+ZERO_PFN: Final = 0
 
 #: include/linux/mm.h GUP_PIN_COUNTING_BIAS (fc1d8e7cca2d, v5.7).
-GUP_PIN_COUNTING_BIAS = 1024
+GUP_PIN_COUNTING_BIAS: Final = 1024
 
 #: (holder kind, owner, page index in the folio); the owner's type depends on the kind.
 LedgerKey = tuple[str, Any, int]

@@ -10,7 +10,7 @@ Each figure is measured in a fresh subprocess per build, the builds one after th
 other for each figure, so that they share the machine's load as closely as possible:
 
 * ``today``: the code of git revision ``--baseline`` (extracted to a temporary
-  directory and put first on ``PYTHONPATH``), the reference the ratios are taken to;
+  directory and imported from there), the reference the ratios are taken to;
 * ``pure``: this checkout with ``COWLAB_PURE=1`` (the kernel's ``.py`` sources);
 * ``compiled``: this checkout as installed (the mypyc-compiled kernel, if it was built;
   the row says which build each subprocess really ran).
@@ -251,6 +251,18 @@ def worker(figure: str, quick: bool) -> None:
 # ======================================================================================
 # the driver
 # ======================================================================================
+#: Environment variable naming the source tree a worker imports cowlab from.
+SOURCE_TREE = "COWLAB_BENCH_SOURCE_TREE"
+
+
+def use_source_tree(tree: Path) -> None:
+    """Import cowlab and its shipped plugins from ``tree`` rather than from the
+    installed (editable) checkout, whose import finder would otherwise win."""
+    sys.meta_path[:] = [f for f in sys.meta_path
+                        if not str(getattr(f, "__module__", "")).startswith("__editable__")]
+    sys.path[:0] = [str(tree), str(tree / "plugins")]
+
+
 def extract(revision: str, into: Path) -> Path:
     """``git archive`` of ``revision`` into ``into`` (the ``today`` build's sources)."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision],
@@ -291,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
+        tree = os.environ.get(SOURCE_TREE)
+        if tree:
+            use_source_tree(Path(tree))
         worker(args.worker, args.quick)
         return
     wanted = args.figures.split(",") if args.figures else list(WORKERS)
@@ -303,12 +318,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         lines.append(text)
         print(text, flush=True)
 
-    base_env = {k: v for k, v in os.environ.items() if k not in ("COWLAB_PURE", "PYTHONPATH")}
+    base_env = {k: v for k, v in os.environ.items() if k not in ("COWLAB_PURE", SOURCE_TREE)}
     builds: list[tuple[str, dict[str, str]]] = []
     tmp = tempfile.TemporaryDirectory()
     if args.baseline:
         src = extract(args.baseline, Path(tmp.name))
-        builds.append((f"today ({args.baseline})", {**base_env, "PYTHONPATH": str(src)}))
+        builds.append((f"today ({args.baseline})", {**base_env, SOURCE_TREE: str(src)}))
     builds.append(("pure", {**base_env, "COWLAB_PURE": "1"}))
     builds.append(("compiled", dict(base_env)))
 
