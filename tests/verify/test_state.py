@@ -20,7 +20,7 @@ from cowlab.kernel.swap import SwapDevice
 from cowlab.kernels import resolve_kernel
 from cowlab.plugins import get_registry
 from cowlab.scenario import ScenarioRunner
-from cowlab.verify.sim import Problem, Sim, freeze, replay
+from cowlab.verify.sim import Problem, Sim, deep_copy, freeze, replay
 from cowlab.verify.state import COVERAGE, _Canon, class_fields, policy_state, state_hash
 from cowlab.verify.universe import Bounds, initial_steps
 
@@ -115,3 +115,12 @@ def test_an_object_the_hash_cannot_read_is_never_merged() -> None:
     k = Sim(_problem()).runner.kernel
     canon = _Canon(k, {}, {})
     assert canon.generic(bytearray(b"x")) != canon.generic(bytearray(b"x"))
+
+
+def test_deep_copy_of_a_sim_keeps_its_state_on_the_pure_build_and_refuses_compiled() -> None:
+    sim = replay(_problem(), [FORK, {"op": "write", "mm": "m0", "page": 0, "cpu": 0}])
+    if _build.BUILD.compiled:
+        with pytest.raises(ValueError, match="COWLAB_PURE=1"):
+            deep_copy(sim)
+        return
+    assert _hash(deep_copy(sim)) == _hash(sim)
