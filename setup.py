@@ -125,9 +125,9 @@ class BuildExt(build_ext):
                 super().run()
             except Exception as exc:
                 reason = f"compiling the kernel failed ({type(exc).__name__}: {exc})"
-                self._drop_built()
         if reason is not None:
             warn(f"{reason}; installing the pure-Python build (slower, same results)")
+            self._drop_built()  # extension modules of an earlier build would be stale
             write_manifest({"compiled": False, "reason": reason})
             self.extensions = []
             return

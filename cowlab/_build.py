@@ -64,6 +64,17 @@ def _extension_exists(module: str) -> bool:
                for suffix in importlib.machinery.EXTENSION_SUFFIXES)
 
 
+def _modules_with_extensions() -> set[str]:
+    """Kernel modules with an extension module next to their source, whatever the
+    manifest says (a stale build left behind must not be imported either)."""
+    found = set()
+    for folder, prefix in ((_ROOT / "kernel", "cowlab.kernel."), (_ROOT, "cowlab.")):
+        for source in folder.glob("*.py"):
+            if _extension_exists(prefix + source.stem):
+                found.add(prefix + source.stem)
+    return found
+
+
 def _source_of(module: str) -> Path:
     return _ROOT.parent.joinpath(*module.split(".")).with_suffix(".py")
 
@@ -77,16 +88,18 @@ def _select() -> Build:
     except (OSError, ValueError) as exc:
         manifest = {"compiled": False, "reason": f"unreadable {MANIFEST.name} ({exc})"}
     hashes: dict[str, str] = manifest.get("modules", {}) if manifest.get("compiled") else {}
-    modules = tuple(sorted(hashes))
+    # What the pure build must import from source: the compiled modules, and any other
+    # module an extension module would shadow.
+    modules = tuple(sorted(set(hashes) | _modules_with_extensions()))
     if os.environ.get(PURE_ENV, "") not in ("", "0"):
         return Build("pure", f"{PURE_ENV}={os.environ[PURE_ENV]} is set", modules)
     if not manifest.get("compiled"):
         return Build("pure", str(manifest.get("reason", "not compiled")), modules)
-    missing = [m for m in modules if not _extension_exists(m)]
+    missing = [m for m in hashes if not _extension_exists(m)]
     if missing:
         return Build("pure", f"compiled module missing: {missing[0]} (reinstall cowlab)",
                      modules)
-    for module in modules:
+    for module in sorted(hashes):
         source = _source_of(module)
         try:
             digest = hashlib.sha256(source.read_bytes()).hexdigest()
@@ -98,6 +111,10 @@ def _select() -> Build:
             warnings.warn(f"cowlab runs the pure-Python kernel: {reason}", RuntimeWarning,
                           stacklevel=3)
             return Build("pure", reason, modules)
+    stray = sorted(set(modules) - set(hashes))
+    if stray:
+        return Build("pure", f"{stray[0]} has an extension module the build did not record "
+                     "(reinstall cowlab)", modules)
     return Build("compiled", "", modules)
 
 

@@ -84,3 +84,33 @@ def test_pure_and_compiled_builds_give_bit_identical_results() -> None:
         assert pure["records"][key] == value, f"record {key} differs between the builds"
     for key, text in compiled["scenarios"].items():
         assert pure["scenarios"][key] == text, f"scenario {key} differs between the builds"
+
+
+def test_without_a_recorded_build_leftover_extension_modules_are_never_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = tmp_path / "_compiled.json"
+    manifest.write_text('{"compiled": false, "reason": "no C compiler (test)"}')
+    monkeypatch.setattr(_build, "MANIFEST", manifest)
+    monkeypatch.delenv("COWLAB_PURE", raising=False)
+    build = _build._select()
+    assert (build.kind, build.reason) == ("pure", "no C compiler (test)")
+    # The source finder covers every module an extension module would shadow.
+    assert set(build.modules) == _build._modules_with_extensions()
+
+
+def test_an_edited_source_is_never_shadowed_by_its_stale_compiled_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = tmp_path / "_compiled.json"
+    manifest.write_text(json.dumps({"compiled": True,
+                                    "modules": {"cowlab.kernel.fault": "0" * 64}}))
+    monkeypatch.setattr(_build, "MANIFEST", manifest)
+    monkeypatch.delenv("COWLAB_PURE", raising=False)
+    if _build._extension_exists("cowlab.kernel.fault"):
+        with pytest.warns(RuntimeWarning, match="fault.py changed since it was compiled"):
+            build = _build._select()
+    else:
+        build = _build._select()
+        assert "missing" in build.reason
+    assert build.kind == "pure" and "cowlab.kernel.fault" in build.modules
