@@ -21,6 +21,7 @@ so the engine can park the thread and retry its operation later.
 from __future__ import annotations
 
 import functools
+import gc
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -1110,7 +1111,17 @@ class Kernel:
     @operation
     def fork(self, parent: MM, child_name: str, cpu: int = 0) -> MM:
         """fork(): a new mm sharing (or, per era, copying) the parent's pages."""
-        return fork_mm(self, parent, child_name, cpu)
+        # Copying an address space allocates a few objects per page, and they all live
+        # on: Python's cyclic garbage collector would rescan the whole (growing) heap
+        # many times during a large fork, most of its time. Nothing it allocates can
+        # become cyclic garbage before it returns, so collection waits until then.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return fork_mm(self, parent, child_name, cpu)
+        finally:
+            if collecting:
+                gc.enable()
 
     @operation
     def gup(
