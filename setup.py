@@ -92,7 +92,10 @@ def compiler_problem() -> str | None:
             src.write_text("int cowlab_probe(void) { return 0; }\n", encoding="utf-8")
             cc.compile([str(src)], output_dir=tmp)
     except Exception as exc:  # any failure means: no usable compiler
-        return f"no working C compiler ({type(exc).__name__}: {exc})".replace("\n", " ")
+        detail = " ".join(str(exc).split())
+        if len(detail) > 120:
+            detail = detail[:117] + "..."
+        return f"no working C compiler ({type(exc).__name__}: {detail})"
     return None
 
 
@@ -128,17 +131,19 @@ class BuildExt(build_ext):
         if reason is not None:
             warn(f"{reason}; installing the pure-Python build (slower, same results)")
             self._drop_built()  # extension modules of an earlier build would be stale
-            write_manifest({"compiled": False, "reason": reason})
+            write_manifest({"compiled": False, "reason": reason}, self._manifest_path())
+            if self._manifest_path().resolve() != MANIFEST:
+                write_manifest({"compiled": False, "reason": reason})
             self.extensions = []
             return
         note(f"compiled kernel built: {len(self.extensions)} extension modules")
-        # Next to the extension modules: the source tree for an editable install, the
-        # build directory (and so the wheel) otherwise.
-        package = Path(self.get_ext_fullpath(module_name(SOURCES[0]))).parents[1]
-        write_manifest(
-            {"compiled": True, "group": GROUP, "modules": hashes},
-            package / MANIFEST.name,
-        )
+        write_manifest({"compiled": True, "group": GROUP, "modules": hashes},
+                       self._manifest_path())
+
+    def _manifest_path(self) -> Path:
+        """Next to the extension modules: the source tree for an editable install, the
+        build directory (and so the wheel) otherwise."""
+        return Path(self.get_ext_fullpath(module_name(SOURCES[0]))).parents[1] / MANIFEST.name
 
     def _adopt(self, built: list[Extension]) -> str | None:
         """Give the placeholders (already finalized by setuptools) mypyc's sources and
