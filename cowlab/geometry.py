@@ -240,7 +240,7 @@ def pte_mkdirty(pte: int) -> int:
     Soft-dirty tracking relies on this: a write fault that dirties the PTE
     also marks it soft-dirty again after ``clear_refs``.
     """
-    return pte | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
+    return pte | (_PAGE_DIRTY | _PAGE_SOFT_DIRTY)  # one operation on the PTE
 
 
 def pte_mkclean(pte: int) -> int:

@@ -131,8 +131,9 @@ def page_truth(
         elif kind == FAULT:
             pass
     entry = folio.swap_entry
-    slots = range(folio.nr_pages) if index is None else (index,)
-    for slot in slots if entry is not None and swap is not None else ():
+    slots = () if entry is None or swap is None else (
+        range(folio.nr_pages) if index is None else (index,))
+    for slot in slots:
         owners = swap.owners.get(entry[1] + slot)  # type: ignore[union-attr, index]
         if owners:
             for owner, count in owners.items():
