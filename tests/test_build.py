@@ -114,3 +114,26 @@ def test_an_edited_source_is_never_shadowed_by_its_stale_compiled_module(
         build = _build._select()
         assert "missing" in build.reason
     assert build.kind == "pure" and "cowlab.kernel.fault" in build.modules
+
+
+def test_kernel_values_pickle_and_deep_copy_in_either_build() -> None:
+    # A process pool ships kernel configs to its workers (cowlab selftest --matrix) and
+    # records back; compiled classes need the reducers in cowlab/kernel/__init__.py.
+    import copy
+    import pickle
+
+    from cowlab.geometry import Geometry
+    from cowlab.kernel import FaultRecord, Machine, get_preset
+    from cowlab.kernel.actors import ActorsConfig
+    from cowlab.kernel.costs import CostModel
+
+    record = FaultRecord("m0", 7, 1, "wp", "copy", "lock", None, True, ("lock",), 900, 42)
+    record.step = 3
+    values: list[Any] = [get_preset("v5.19").with_overrides({"lru_batch_size": 4}),
+                         Machine(cpus=3, swap="pmem"), Geometry(paging_levels=5),
+                         CostModel(), ActorsConfig()]
+    for value in values:
+        assert pickle.loads(pickle.dumps(value)) == value
+        assert copy.deepcopy(value) == value
+    back = pickle.loads(pickle.dumps(record))
+    assert back.to_dict() == record.to_dict() and back.step == 3
