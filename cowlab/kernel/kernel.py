@@ -267,7 +267,10 @@ class Kernel:
         self._in_op = False
         self.policy = policy
         self._oracle = bool(getattr(policy, "oracle", False))
-        self._decide = policy.decide
+        # Typed as returning anything: a plugin may return a non-Decision, which
+        # decide_and_apply() reports (the compiled build would otherwise refuse it with a
+        # bare TypeError at the call).
+        self._decide: Callable[[FaultView], object] = policy.decide
         policy.reset(seed)
 
     # ==================================================================================

@@ -109,7 +109,7 @@ class Sim:
         self.flip_at: int | None = None
         decide = k._decide
 
-        def logged(view: Any) -> Decision:
+        def logged(view: Any) -> object:
             decision = decide(view)
             if isinstance(decision, Decision):
                 if len(self.decisions) == self.flip_at:
@@ -118,7 +118,7 @@ class Sim:
                 self.decisions.append((len(k.violations), decision.kind == "reuse"))
             return decision
 
-        k._decide = logged  # type: ignore[assignment]
+        k._decide = logged
         self.steps: list[dict[str, Any]] = []
         self.last_violation = None
         for step in problem.initial_steps():
