@@ -13,6 +13,9 @@ from __future__ import annotations
 from gymnasium.envs.registration import register as _register_env
 from gymnasium.envs.registration import registry as _env_registry
 
+# First of cowlab's own imports: it picks the compiled or the pure kernel build before
+# any kernel module is imported (cowlab/_build.py).
+from cowlab._build import BUILD as _BUILD  # noqa: F401
 from cowlab.kernel.decision import Decision
 from cowlab.kernel.fault import FEATURE_NAMES, FaultView
 from cowlab.plugins import HOOK_API_VERSION, hookimpl, hookspec

@@ -16,7 +16,7 @@ from typing import cast
 
 import yaml
 
-from cowlab import __version__
+from cowlab import __version__, _build
 from cowlab.kernel.errors import StallError
 from cowlab.kernel.presets import PRESETS, PresetError, get_preset
 from cowlab.plugins import PluginError, format_plugins, get_registry, warn_load_problems
@@ -530,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cowlab",
         description="Simulate, compare and learn the Linux kernel's copy-on-write reuse rule.",
     )
-    parser.add_argument("--version", action="version", version=f"cowlab {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"cowlab {__version__}, {_build.describe()}")
     parser.add_argument(
         "--trust-model",
         dest="trust_models_global",

@@ -35,82 +35,88 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
+
+from mypy_extensions import mypyc_attr
 
 # --------------------------------------------------------------------------
 # Page geometry
 # --------------------------------------------------------------------------
 
-PAGE_SHIFT = 12
-PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_SHIFT: Final = 12
+PAGE_SIZE: Final = 1 << PAGE_SHIFT
 #: Entries per page-table page at every level (PTRS_PER_PTE / PMD / PUD).
-PTRS_PER_TABLE = 512
-PMD_SHIFT = 21
-PMD_SIZE = 1 << PMD_SHIFT
-PUD_SHIFT = 30
-PUD_SIZE = 1 << PUD_SHIFT
+PTRS_PER_TABLE: Final = 512
+PMD_SHIFT: Final = 21
+PMD_SIZE: Final = 1 << PMD_SHIFT
+PUD_SHIFT: Final = 30
+PUD_SIZE: Final = 1 << PUD_SHIFT
 #: Order of a PMD-mapped THP (2 MiB = 512 base pages).
-HPAGE_PMD_ORDER = PMD_SHIFT - PAGE_SHIFT
-HPAGE_PMD_NR = 1 << HPAGE_PMD_ORDER
+HPAGE_PMD_ORDER: Final = PMD_SHIFT - PAGE_SHIFT
+HPAGE_PMD_NR: Final = 1 << HPAGE_PMD_ORDER
 #: Anonymous mTHP orders the kernel supports: order 1 is excluded for anon
 #: folios (THP_ORDERS_ALL_ANON), order 9 is the PMD order.
 MTHP_ORDERS: tuple[int, ...] = tuple(range(2, HPAGE_PMD_ORDER + 1))
 #: ``tlb_single_page_flush_ceiling``: a flush of up to this many pages
 #: invalidates page by page, a larger one flushes the whole TLB.
-TLB_SINGLE_PAGE_FLUSH_CEILING = 33
+TLB_SINGLE_PAGE_FLUSH_CEILING: Final = 33
 
-_MASK64 = (1 << 64) - 1
+_MASK64: Final = (1 << 64) - 1
 
 # --------------------------------------------------------------------------
 # Present-PTE bits (pgtable_types.h)
 # --------------------------------------------------------------------------
 
-_PAGE_PRESENT = 1 << 0
-_PAGE_RW = 1 << 1
-_PAGE_USER = 1 << 2
-_PAGE_ACCESSED = 1 << 5
-_PAGE_DIRTY = 1 << 6
+_PAGE_PRESENT: Final = 1 << 0
+_PAGE_RW: Final = 1 << 1
+_PAGE_USER: Final = 1 << 2
+_PAGE_ACCESSED: Final = 1 << 5
+_PAGE_DIRTY: Final = 1 << 6
 #: Bit 7 is PAT in a 4 KiB PTE; as in the kernel it means "huge" at PMD level.
-_PAGE_PSE = 1 << 7
-_PAGE_GLOBAL = 1 << 8
-_PAGE_UFFD_WP = 1 << 10
-_PAGE_SOFT_DIRTY = 1 << 11
-_PAGE_NX = 1 << 63
+_PAGE_PSE: Final = 1 << 7
+_PAGE_GLOBAL: Final = 1 << 8
+_PAGE_UFFD_WP: Final = 1 << 10
+_PAGE_SOFT_DIRTY: Final = 1 << 11
+_PAGE_NX: Final = 1 << 63
 
 #: Physical frame numbers are 40 bits wide (52-bit physical addresses).
-PFN_BITS = 40
-PFN_LIMIT = 1 << PFN_BITS
+PFN_BITS: Final = 40
+PFN_LIMIT: Final = 1 << PFN_BITS
 #: Bits 12..51 of a present PTE hold the PFN.
-PTE_PFN_MASK = (PFN_LIMIT - 1) << PAGE_SHIFT
+PTE_PFN_MASK: Final = (PFN_LIMIT - 1) << PAGE_SHIFT
 
 # Flags every PTE made by make_pte carries: user data pages are never executable here.
-_PTE_BASE = _PAGE_PRESENT | _PAGE_USER | _PAGE_NX
+_PTE_BASE: Final = _PAGE_PRESENT | _PAGE_USER | _PAGE_NX
 
 # --------------------------------------------------------------------------
 # Swap-PTE layout (pgtable_64.h)
 # --------------------------------------------------------------------------
 
 #: Swap-PTE flags reuse low bits that are meaningless once bit 0 is clear.
-_PAGE_SWP_SOFT_DIRTY = 1 << 1
-_PAGE_SWP_UFFD_WP = 1 << 2
-_PAGE_SWP_EXCLUSIVE = 1 << 3
+_PAGE_SWP_SOFT_DIRTY: Final = 1 << 1
+_PAGE_SWP_UFFD_WP: Final = 1 << 2
+_PAGE_SWP_EXCLUSIVE: Final = 1 << 3
 
-SWP_TYPE_BITS = 5
+SWP_TYPE_BITS: Final = 5
 #: 2^SWP_TYPE_BITS swap types.  (The kernel reserves the top few for
 #: migration, hwpoison, device-private and marker entries.)
-MAX_SWAPFILES = 1 << SWP_TYPE_BITS
+MAX_SWAPFILES: Final = 1 << SWP_TYPE_BITS
 #: The offset starts just above _PAGE_BIT_PROTNONE (bit 8).
-SWP_OFFSET_FIRST_BIT = 9
-SWP_OFFSET_SHIFT = SWP_OFFSET_FIRST_BIT + SWP_TYPE_BITS
-SWP_OFFSET_BITS = 64 - SWP_OFFSET_SHIFT
-_SWP_OFFSET_MASK = (1 << SWP_OFFSET_BITS) - 1
-_SWP_TYPE_SHIFT = 64 - SWP_TYPE_BITS
+SWP_OFFSET_FIRST_BIT: Final = 9
+SWP_OFFSET_SHIFT: Final = SWP_OFFSET_FIRST_BIT + SWP_TYPE_BITS
+SWP_OFFSET_BITS: Final = 64 - SWP_OFFSET_SHIFT
+_SWP_OFFSET_MASK: Final = (1 << SWP_OFFSET_BITS) - 1
+_SWP_TYPE_SHIFT: Final = 64 - SWP_TYPE_BITS
 #: Exclusive upper bound for offsets accepted by make_swap_pte.  The all-ones
 #: 50-bit offset inverts to zero offset bits, which with type 0 and no flags
 #: is the all-zero pte_none value, so it is refused.  (A real swap header's
 #: ``last_page`` is 32 bits wide, so the kernel never gets near it.)
-SWP_OFFSET_LIMIT = _SWP_OFFSET_MASK
+SWP_OFFSET_LIMIT: Final = _SWP_OFFSET_MASK
 
 
+# Interpreted even in the compiled build (setup.py): pickles and introspects like any
+# Python exception.
+@mypyc_attr(native_class=False)
 class GeometryError(ValueError):
     """An address, page range, PFN, swap entry or geometry setting is out of bounds."""
 
@@ -234,7 +240,7 @@ def pte_mkdirty(pte: int) -> int:
     Soft-dirty tracking relies on this: a write fault that dirties the PTE
     also marks it soft-dirty again after ``clear_refs``.
     """
-    return pte | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
+    return pte | (_PAGE_DIRTY | _PAGE_SOFT_DIRTY)  # one operation on the PTE
 
 
 def pte_mkclean(pte: int) -> int:
@@ -431,8 +437,8 @@ def describe_pte(pte: int) -> str:
 # Address-space geometry
 # --------------------------------------------------------------------------
 
-_LOW_USER_BITS = 47
-_HIGH_USER_BITS = 56
+_LOW_USER_BITS: Final = 47
+_HIGH_USER_BITS: Final = 56
 
 # Accepted from_mapping keys and the field each one sets.
 _MAPPING_KEYS: dict[str, str] = {

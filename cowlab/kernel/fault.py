@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cowlab.kernel.errors import PolicyError as PolicyError
 from cowlab.kernel.folio import GUP_PIN_COUNTING_BIAS, Folio
 from cowlab.kernel.mm import MM, VMA
 
@@ -58,10 +59,6 @@ FEATURE_NAMES: tuple[str, ...] = (
     "softdirty_tracking",
     "locked_by_policy",
 )
-
-
-class PolicyError(RuntimeError):
-    """A policy misused a primitive or returned something that is not a Decision."""
 
 
 class FaultView:

@@ -11,33 +11,32 @@ methods (:meth:`Folio.get` / :meth:`Folio.put` / :meth:`Folio.map_pte` ...), and
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
+
+from cowlab.kernel.errors import LedgerError as LedgerError
 
 # Holder kinds of a reference (the ledger's first key).
-PTE = "pte"  #: one PTE mapping: owner = mm id, sub = page index in the folio
-PMD = "pmd"  #: a PMD mapping of a THP: owner = mm id (entire mapcount)
-SWAPCACHE = "swapcache"  #: the swapcache: nr_pages references
-LRU_BATCH = "lru_batch"  #: a per-CPU folio batch: owner = (cpu, batch name)
-ISOLATED = "isolated"  #: LRU isolation by reclaim, MADV_PAGEOUT/COLD, migration: owner = who
-GUP = "gup"  #: FOLL_GET: owner = GUP handle id
-PIN = "pin"  #: FOLL_PIN: owner = GUP handle id (1024 for a small folio, 1 + pincount if large)
-SPECULATIVE = "speculative"  #: transient GUP-fast / PFN walker reference
-FAULT = "fault"  #: the faulting thread's own transient reference (do_swap_page)
+PTE: Final = "pte"  #: one PTE mapping: owner = mm id, sub = page index in the folio
+PMD: Final = "pmd"  #: a PMD mapping of a THP: owner = mm id (entire mapcount)
+SWAPCACHE: Final = "swapcache"  #: the swapcache: nr_pages references
+LRU_BATCH: Final = "lru_batch"  #: a per-CPU folio batch: owner = (cpu, batch name)
+ISOLATED: Final = "isolated"  #: LRU isolation by reclaim, MADV_PAGEOUT/COLD, migration: owner = who
+GUP: Final = "gup"  #: FOLL_GET: owner = GUP handle id
+#: FOLL_PIN: owner = GUP handle id (1024 for a small folio, 1 + pincount if large)
+PIN: Final = "pin"
+SPECULATIVE: Final = "speculative"  #: transient GUP-fast / PFN walker reference
+FAULT: Final = "fault"  #: the faulting thread's own transient reference (do_swap_page)
 
 HOLDER_KINDS = (PTE, PMD, SWAPCACHE, LRU_BATCH, ISOLATED, GUP, PIN, SPECULATIVE, FAULT)
 
 #: The shared zero page's PFN: read faults on untouched anonymous memory map it.
-ZERO_PFN = 0
+ZERO_PFN: Final = 0
 
 #: include/linux/mm.h GUP_PIN_COUNTING_BIAS (fc1d8e7cca2d, v5.7).
-GUP_PIN_COUNTING_BIAS = 1024
+GUP_PIN_COUNTING_BIAS: Final = 1024
 
 #: (holder kind, owner, page index in the folio); the owner's type depends on the kind.
 LedgerKey = tuple[str, Any, int]
-
-
-class LedgerError(RuntimeError):
-    """A reference was dropped that was never taken: a simulator bug, never user input."""
 
 
 class LockHolder(NamedTuple):
@@ -45,6 +44,11 @@ class LockHolder(NamedTuple):
 
     reason: str
     release_at: int | None = None
+
+
+#: The per-mm mapcount slots of every small folio (never written: see Folio.__init__).
+_UNTRACKED_IDS: list[int | None] = [None, None]
+_UNTRACKED_COUNTS: list[int] = [0, 0]
 
 
 class Folio:
@@ -109,8 +113,10 @@ class Folio:
         # v6.15 per-mm mapcount tracking of large folios (1da190f4d0a6's series): two
         # slots of (mm id, mappings); a third mm sets maybe_shared, which clears only
         # when every mapping belongs to one tracked mm again.
-        self.mm_ids: list[int | None] = [None, None]
-        self.mm_counts = [0, 0]
+        # A small folio never tracks (_track() runs for large folios only): every small
+        # folio shares the one pair of lists below, which nothing writes (memory).
+        self.mm_ids: list[int | None] = [None, None] if order else _UNTRACKED_IDS
+        self.mm_counts = [0, 0] if order else _UNTRACKED_COUNTS
         self.maybe_shared = False
 
     # -- derived state -------------------------------------------------------------------

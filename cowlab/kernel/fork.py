@@ -97,7 +97,7 @@ def fork_mm(k: Kernel, parent: MM, child_name: str, cpu: int = 0) -> MM:
                     continue
                 # A pinned THP: split the PMD and copy its pages one by one (v5.9+).
                 pte = ppt[p]
-            if must_copy_at_fork(k, parent, folio, sub):
+            if parent.has_pinned and must_copy_at_fork(k, parent, folio, sub):
                 copy_page_for_child(k, child, p, folio, sub, cpu)
                 continue
             if cfg.anon_exclusive:

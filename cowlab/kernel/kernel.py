@@ -21,6 +21,7 @@ so the engine can park the thread and retry its operation later.
 from __future__ import annotations
 
 import functools
+import gc
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -136,6 +137,9 @@ _LOCKED_EINVAL = ("pageout", "cold", "dontneed", "free")
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+#: LockHolder values without a release time, by reason (Kernel.lock_folio()).
+_UNTIMED_HOLDERS: dict[str, LockHolder] = {}
+
 
 def operation(fn: _F) -> _F:
     """Mark a public kernel operation: it starts a new busy-time account and, in the
@@ -145,15 +149,11 @@ def operation(fn: _F) -> _F:
     def run(self: Kernel, *args: Any, **kwargs: Any) -> Any:
         if self._in_op:
             return fn(self, *args, **kwargs)
-        self._in_op = True
-        self.busy_ns = 0
-        start = self.clock.now
+        start = self._begin_op()
         try:
             return fn(self, *args, **kwargs)
         finally:
-            self._in_op = False
-            if not self.defer_sleeps:
-                self.clock.run_until(max(self.clock.now, start + self.busy_ns))
+            self._end_op(start)
 
     return run  # type: ignore[return-value]
 
@@ -267,8 +267,27 @@ class Kernel:
         self._in_op = False
         self.policy = policy
         self._oracle = bool(getattr(policy, "oracle", False))
-        self._decide = policy.decide
+        # Typed as returning anything: a plugin may return a non-Decision, which
+        # decide_and_apply() reports (the compiled build would otherwise refuse it with a
+        # bare TypeError at the call).
+        self._decide: Callable[[FaultView], object] = policy.decide
         policy.reset(seed)
+
+    # ==================================================================================
+    # operations: busy-time accounts and the clock (@operation)
+    # ==================================================================================
+    def _begin_op(self) -> int:
+        """Start an outermost operation: a new busy-time account; returns the start time."""
+        self._in_op = True
+        self.busy_ns = 0
+        return self.clock.now
+
+    def _end_op(self, start: int) -> None:
+        """End the outermost operation begun at ``start``: in the scripted mode the clock
+        runs to the end of the work it charged."""
+        self._in_op = False
+        if not self.defer_sleeps:
+            self.clock.run_until(max(self.clock.now, start + self.busy_ns))
 
     # ==================================================================================
     # physical memory
@@ -347,7 +366,15 @@ class Kernel:
     # ==================================================================================
     def lock_folio(self, folio: Folio, reason: str, release_at: int | None = None) -> None:
         """Take the page lock (the caller checked it is free)."""
-        folio.lock = LockHolder(reason, release_at)
+        if release_at is not None:
+            folio.lock = LockHolder(reason, release_at)
+            return
+        # Holders are immutable values: one per reason serves every untimed lock (the
+        # policy's trylock() on every decision would otherwise build a tuple each time).
+        holder = _UNTIMED_HOLDERS.get(reason)
+        if holder is None:
+            holder = _UNTIMED_HOLDERS[reason] = LockHolder(reason, None)
+        folio.lock = holder
 
     def unlock_folio(self, folio: Folio) -> None:
         """folio_unlock()."""
@@ -618,9 +645,18 @@ class Kernel:
     # ==================================================================================
     # faults
     # ==================================================================================
-    @operation
     def read(self, mm: MM, page: int, cpu: int = 0) -> object:
         """A load from ``page``; returns the page's content token (0 for the zero page)."""
+        # An operation (see @operation), spelled out: the hottest calls skip the wrapper.
+        if self._in_op:
+            return self._read(mm, page, cpu)
+        start = self._begin_op()
+        try:
+            return self._read(mm, page, cpu)
+        finally:
+            self._end_op(start)
+
+    def _read(self, mm: MM, page: int, cpu: int) -> object:
         vma = self.vma_or_error(mm, page)
         if not vma.readable:
             raise KernelError(f"mm {mm.name}: read of page {page} in a PROT_NONE mapping (SIGSEGV)")
@@ -638,13 +674,22 @@ class Kernel:
         folio = self.frames[pfn]
         return folio.data[pfn - folio.pfn]
 
-    @operation
     def write(self, mm: MM, page: int, cpu: int = 0, data: object = None) -> FaultRecord:
         """A store to ``page``; returns the write attempt's record.
 
         The page's content becomes ``data``, or a fresh unique token when None (so two
         pages hold equal content only when written with the same ``data``, or copied).
         """
+        # An operation (see @operation), spelled out: the hottest calls skip the wrapper.
+        if self._in_op:
+            return self._write(mm, page, cpu, data)
+        start = self._begin_op()
+        try:
+            return self._write(mm, page, cpu, data)
+        finally:
+            self._end_op(start)
+
+    def _write(self, mm: MM, page: int, cpu: int, data: object) -> FaultRecord:
         vma = self.vma_or_error(mm, page)
         if not vma.writable:
             raise KernelError(
@@ -848,9 +893,13 @@ class Kernel:
         swap_offset: int = 0,
     ) -> FaultRecord:
         """The one place that asks the policy and applies REUSE or COPY."""
-        view = (OracleFaultView if self._oracle else FaultView)(
-            self, folio, index, mm, vma, page, cpu, path, unshare
-        )
+        oracle_view: OracleFaultView | None = None
+        view: FaultView
+        if self._oracle:
+            oracle_view = OracleFaultView(self, folio, index, mm, vma, page, cpu, path, unshare)
+            view = oracle_view
+        else:
+            view = FaultView(self, folio, index, mm, vma, page, cpu, path, unshare)
         on_swap_path = path == "swap"
         if on_swap_path:
             view.locked_by_policy = True  # do_swap_page holds the folio lock
@@ -865,8 +914,8 @@ class Kernel:
             self.swap,
             mapped_by_writer=0 if on_swap_path else 1,
         )
-        if self._oracle:
-            view.truth = truth  # type: ignore[attr-defined]
+        if oracle_view is not None:
+            oracle_view.truth = truth
         self.busy_ns += self.costs.decide_ns
         try:
             decision = self._decide(view)
@@ -1065,7 +1114,17 @@ class Kernel:
     @operation
     def fork(self, parent: MM, child_name: str, cpu: int = 0) -> MM:
         """fork(): a new mm sharing (or, per era, copying) the parent's pages."""
-        return fork_mm(self, parent, child_name, cpu)
+        # Copying an address space allocates a few objects per page, and they all live
+        # on: Python's cyclic garbage collector would rescan the whole (growing) heap
+        # many times during a large fork, most of its time. Nothing it allocates can
+        # become cyclic garbage before it returns, so collection waits until then.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return fork_mm(self, parent, child_name, cpu)
+        finally:
+            if collecting:
+                gc.enable()
 
     @operation
     def gup(

@@ -22,7 +22,7 @@ of the highest swap types, with the PFN as the offset.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from cowlab.geometry import (
     make_pte,
@@ -40,9 +40,9 @@ if TYPE_CHECKING:
     from cowlab.kernel.kernel import Kernel
 
 #: Swap types reserved for migration entries (above every real swap file).
-SWP_MIGRATION_READ = 29
-SWP_MIGRATION_READ_EXCLUSIVE = 30
-SWP_MIGRATION_WRITE = 31
+SWP_MIGRATION_READ: Final = 29
+SWP_MIGRATION_READ_EXCLUSIVE: Final = 30
+SWP_MIGRATION_WRITE: Final = 31
 MIGRATION_TYPES = (SWP_MIGRATION_READ, SWP_MIGRATION_READ_EXCLUSIVE, SWP_MIGRATION_WRITE)
 
 

@@ -101,10 +101,18 @@ class MM:
 
     def find_vma(self, page: int) -> VMA | None:
         """The VMA containing ``page``, or None."""
+        # The last VMA starting at or below ``page`` (bisect_right by start, written out:
+        # compiled, it beats calling bisect with a key function on every fault).
         vmas = self.vmas
-        i = bisect.bisect_right(vmas, page, key=_vma_start) - 1
-        if i >= 0 and page < vmas[i].end:
-            return vmas[i]
+        lo, hi = 0, len(vmas)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if page < vmas[mid].start:
+                hi = mid
+            else:
+                lo = mid + 1
+        if lo and page < vmas[lo - 1].end:
+            return vmas[lo - 1]
         return None
 
     def overlaps(self, start: int, end: int) -> bool:

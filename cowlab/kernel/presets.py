@@ -12,8 +12,14 @@ import dataclasses
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from mypy_extensions import mypyc_attr
 
 
+# Interpreted even in the compiled build (setup.py): pickles and introspects like any
+# Python exception.
+@mypyc_attr(native_class=False)
 class PresetError(ValueError):
     """An unknown preset or facility, or a facility value of the wrong type."""
 
@@ -102,7 +108,7 @@ class KernelConfig:
     swapin_large_folio: bool = False
 
     def with_overrides(
-        self, overrides: Mapping[str, object], *, where: str = "kernel"
+        self, overrides: Mapping[Any, object], *, where: str = "kernel"
     ) -> KernelConfig:
         """A copy with facilities replaced; unknown names or wrong types raise PresetError."""
         known = [f.name for f in dataclasses.fields(self) if f.name not in _NOT_FACILITIES]

@@ -64,6 +64,10 @@ class Truth(NamedTuple):
     blockers: tuple[str, ...]
 
 
+#: The truth of a page nobody but the writer observes, with nothing blocking its reuse.
+EXCLUSIVE = Truth(exclusive=True, own_gup=False, foreign=(), blockers=())
+
+
 def page_truth(
     folio: Folio,
     index: int | None,
@@ -127,8 +131,9 @@ def page_truth(
         elif kind == FAULT:
             pass
     entry = folio.swap_entry
-    slots = range(folio.nr_pages) if index is None else (index,)
-    for slot in slots if entry is not None and swap is not None else ():
+    slots = () if entry is None or swap is None else (
+        range(folio.nr_pages) if index is None else (index,))
+    for slot in slots:
         owners = swap.owners.get(entry[1] + slot)  # type: ignore[union-attr, index]
         if owners:
             for owner, count in owners.items():
@@ -148,6 +153,8 @@ def page_truth(
         blockers.append("ksm")
     if folio.order:
         blockers.append("large_folio")
+    if not foreign and not blockers and not own_gup:
+        return EXCLUSIVE  # the common case, without building a tuple
     return Truth(
         exclusive=not foreign,
         own_gup=own_gup,

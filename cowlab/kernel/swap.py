@@ -16,11 +16,8 @@ Slot 0 is the swap header and never allocated, as in the kernel.
 from __future__ import annotations
 
 from cowlab.kernel.costs import DeviceSpec
+from cowlab.kernel.errors import SwapFullError as SwapFullError
 from cowlab.kernel.folio import Folio
-
-
-class SwapFullError(RuntimeError):
-    """No free swap slot (the device's size was exhausted)."""
 
 
 class SwapDevice:

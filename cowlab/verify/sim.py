@@ -20,6 +20,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from cowlab import _build
 from cowlab.geometry import Geometry, GeometryError
 from cowlab.kernel.decision import Decision
 from cowlab.kernel.engine import Thread, ThreadGen
@@ -108,7 +109,7 @@ class Sim:
         self.flip_at: int | None = None
         decide = k._decide
 
-        def logged(view: Any) -> Decision:
+        def logged(view: Any) -> object:
             decision = decide(view)
             if isinstance(decision, Decision):
                 if len(self.decisions) == self.flip_at:
@@ -117,7 +118,7 @@ class Sim:
                 self.decisions.append((len(k.violations), decision.kind == "reuse"))
             return decision
 
-        k._decide = logged  # type: ignore[assignment]
+        k._decide = logged
         self.steps: list[dict[str, Any]] = []
         self.last_violation = None
         for step in problem.initial_steps():
@@ -215,6 +216,11 @@ def deep_copy(sim: Sim) -> Sim:
     clock holds no events; kept for the copy-versus-replay measurement)."""
     if sim.has_pending_events():
         raise ValueError("a Sim with pending clock events cannot be deep-copied")
+    if _build.BUILD.compiled:
+        # mypyc's native classes cannot be rebuilt by copy.deepcopy (their __init__ needs
+        # arguments), and a copied bound method could still point at the original.
+        raise ValueError("a Sim can be deep-copied only on the pure build: run with "
+                         "COWLAB_PURE=1 (the compiled kernel's objects do not deep-copy)")
     p = sim.problem
     memo: dict[int, Any] = {id(p): p, id(p.config): p.config, id(p.machine): p.machine,
                             id(p.geometry): p.geometry,

@@ -129,6 +129,9 @@ def class_fields(cls: type, sample: object | None = None) -> set[str]:
     slots: set[str] = set()
     for klass in cls.__mro__:
         slots.update(getattr(klass, "__slots__", ()))
+        # A class compiled by mypyc (the compiled kernel build, setup.py) lists its
+        # attributes here instead of in __slots__ (with "__dict__" if it has one).
+        slots.update(a for a in getattr(klass, "__mypyc_attrs__", ()) if a != "__dict__")
     if slots:
         return slots
     if sample is not None:

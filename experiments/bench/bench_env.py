@@ -94,8 +94,10 @@ def main() -> None:
         sys.stdout.flush()
 
     steps = 3_000 if args.quick else 20_000
+    from cowlab._build import describe
+
     print(f"cowlab env benchmark: Python {platform.python_version()} on {platform.machine()}, "
-          f"{steps} steps per figure, median of 3")
+          f"{steps} steps per figure, median of 3; {describe()}")
     print("\n1. Env steps per second, random masked actions (resets included)")
     print(f"{'workload':<32} {'mode':<11} {'steps/s':>9} {'in kernel':>10}")
     for label, workload in WORKLOADS.items():

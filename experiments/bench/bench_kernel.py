@@ -574,6 +574,13 @@ def header(report: Report, sizes: Sizes, quick: bool) -> None:
     load_text = f"; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}" if load else ""
     report.line(f"cpus:     {os.cpu_count()}{load_text}")
     report.line(f"cowlab:   {cowlab.__version__} ({Path(cowlab.__file__).parent})")
+    try:
+        from cowlab._build import describe
+    except ImportError:  # a cowlab from before the compiled build
+        build = "pure-Python kernel"
+    else:
+        build = describe()
+    report.line(f"build:    {build} (COWLAB_PURE=1 runs the pure build)")
     report.line(
         f"repeats:  {sizes.repeats} per figure (median [min..max]); "
         f"timer time.perf_counter; gc enabled"

@@ -1,0 +1,186 @@
+"""Build script: compiles the simulated kernel with mypyc when a C compiler is present.
+
+The metadata lives in pyproject.toml; this file only adds the compiled extension
+modules. The kernel's Python sources (cowlab/kernel/*.py, cowlab/geometry.py) are the
+one source of truth: mypyc turns them into C extension modules that sit next to them,
+and ``COWLAB_PURE=1`` makes cowlab import the ``.py`` files instead (cowlab/_build.py).
+
+When there is no working C compiler, or mypyc cannot be imported or fails, the
+installation goes on as pure Python and says so (here, on the build's output, and at
+run time in ``cowlab --version``). ``COWLAB_BUILD=pure`` skips compiling on purpose.
+
+The build writes ``cowlab/_compiled.json`` (git-ignored): a hash of every compiled
+source, so that an edited source is never shadowed by a stale extension module (the
+pure build is used instead, with a warning, until the next ``pip install -e .``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+MANIFEST = ROOT / "cowlab" / "_compiled.json"
+#: Modules that stay interpreted: the package file, the exception classes (mypyc
+#: cannot compile classes derived from RuntimeError) and the runtime-checkable Policy
+#: protocol (a compiled class is no Protocol).
+INTERPRETED = {"__init__.py", "errors.py", "policy.py"}
+#: The mypyc group: one shared library, cowlab/kernel/_native__mypyc.*.so.
+GROUP = "cowlab.kernel._native"
+
+
+def compiled_sources() -> list[str]:
+    """The sources mypyc compiles, relative to the project root, in a fixed order."""
+    kernel = sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "cowlab" / "kernel").glob("*.py")
+        if p.name not in INTERPRETED
+    )
+    return [*kernel, "cowlab/geometry.py"]
+
+
+def module_name(source: str) -> str:
+    """``cowlab/kernel/fault.py`` -> ``cowlab.kernel.fault``."""
+    return source[: -len(".py")].replace("/", ".")
+
+
+def source_hashes(sources: list[str]) -> dict[str, str]:
+    """sha256 of each source, by module name (what cowlab/_build.py compares)."""
+    return {
+        module_name(s): hashlib.sha256((ROOT / s).read_bytes()).hexdigest() for s in sources
+    }
+
+
+def warn(message: str) -> None:
+    """A loud line on the build output (pip shows it with -v, or when the build fails)."""
+    sys.stderr.write(f"\n*** cowlab: {message}\n\n")
+    sys.stderr.flush()
+
+
+def note(message: str) -> None:
+    """A progress line on the build output."""
+    sys.stderr.write(f"cowlab: {message}\n")
+    sys.stderr.flush()
+
+
+def write_manifest(data: dict[str, Any], path: Path = MANIFEST) -> None:
+    """Write ``data`` to ``path`` (cowlab/_compiled.json) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def compiler_problem() -> str | None:
+    """Why no extension can be built here (None: a C compiler works)."""
+    from setuptools._distutils.ccompiler import new_compiler
+    from setuptools._distutils.sysconfig import customize_compiler
+
+    try:
+        cc = new_compiler()
+        customize_compiler(cc)
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "probe.c"
+            src.write_text("int cowlab_probe(void) { return 0; }\n", encoding="utf-8")
+            cc.compile([str(src)], output_dir=tmp)
+    except Exception as exc:  # any failure means: no usable compiler
+        detail = " ".join(str(exc).split())
+        if len(detail) > 120:
+            detail = detail[:117] + "..."
+        return f"no working C compiler ({type(exc).__name__}: {detail})"
+    return None
+
+
+class BuildExt(build_ext):
+    """build_ext that runs mypyc (only when extensions are really built, not when pip
+    merely asks for the build requirements), falls back to pure Python when compiling is
+    impossible or fails, and records what it built in cowlab/_compiled.json."""
+
+    def run(self) -> None:
+        if not self.extensions:
+            return
+        # Hashed before compiling: a source edited during the build reads as stale.
+        hashes = source_hashes(SOURCES)
+        reason = compiler_problem()
+        if reason is None:
+            try:
+                from mypyc.build import mypycify
+            except ImportError as exc:
+                reason = f"mypyc is not available ({exc})"
+        if reason is None:
+            note(f"compiling {len(SOURCES)} kernel modules with mypyc (a few minutes)")
+            try:
+                built = list(mypycify(SOURCES, opt_level="3", group_name=GROUP))
+            except (Exception, SystemExit) as exc:  # mypyc reports errors with SystemExit
+                reason = f"mypyc failed ({type(exc).__name__}: {exc})"
+        if reason is None:
+            reason = self._adopt(built)
+        if reason is None:
+            try:
+                super().run()
+            except Exception as exc:
+                reason = f"compiling the kernel failed ({type(exc).__name__}: {exc})"
+        if reason is not None:
+            warn(f"{reason}; installing the pure-Python build (slower, same results)")
+            self._drop_built()  # extension modules of an earlier build would be stale
+            write_manifest({"compiled": False, "reason": reason}, self._manifest_path())
+            if self._manifest_path().resolve() != MANIFEST:
+                write_manifest({"compiled": False, "reason": reason})
+            self.extensions = []
+            return
+        note(f"compiled kernel built: {len(self.extensions)} extension modules")
+        write_manifest({"compiled": True, "group": GROUP, "modules": hashes},
+                       self._manifest_path())
+
+    def _manifest_path(self) -> Path:
+        """Next to the extension modules: the source tree for an editable install, the
+        build directory (and so the wheel) otherwise."""
+        return Path(self.get_ext_fullpath(module_name(SOURCES[0]))).parents[1] / MANIFEST.name
+
+    def _adopt(self, built: list[Extension]) -> str | None:
+        """Give the placeholders (already finalized by setuptools) mypyc's sources and
+        flags; returns a problem, or None."""
+        by_name = {ext.name: ext for ext in built}
+        if set(by_name) != {ext.name for ext in self.extensions}:
+            return (f"mypyc made extension modules {sorted(by_name)}, expected "
+                    f"{sorted(ext.name for ext in self.extensions)}")
+        for ext in self.extensions:
+            made = by_name[ext.name]
+            for attr in ("sources", "include_dirs", "define_macros", "undef_macros",
+                         "library_dirs", "libraries", "runtime_library_dirs", "extra_objects",
+                         "extra_compile_args", "extra_link_args", "export_symbols",
+                         "depends", "language"):
+                setattr(ext, attr, getattr(made, attr))
+        return None
+
+    def _drop_built(self) -> None:
+        for ext in self.extensions:
+            path = Path(self.get_ext_fullpath(ext.name))
+            if path.exists():
+                path.unlink()
+
+
+def placeholders() -> list[Extension]:
+    """One entry per extension module mypyc will make (a shim per compiled module and
+    the group's shared library); :class:`BuildExt` replaces them with mypyc's."""
+    if os.environ.get("COWLAB_BUILD", "").lower() == "pure":
+        reason = "COWLAB_BUILD=pure was set at install time"
+        warn(f"{reason}; installing the pure-Python build (slower, same results)")
+        write_manifest({"compiled": False, "reason": reason})
+        return []
+    names = [module_name(s) for s in SOURCES] + [GROUP + "__mypyc"]
+    return [Extension(name, sources=[]) for name in names]
+
+
+os.chdir(ROOT)  # mypycify takes paths relative to the project root
+SOURCES = compiled_sources()
+
+setup(ext_modules=placeholders(), cmdclass={"build_ext": BuildExt})
