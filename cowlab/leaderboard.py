@@ -47,6 +47,7 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from cowlab.atomicio import write_text_atomic
 from cowlab.config import WorkloadEntry
 from cowlab.probe import ABSENT_FACILITIES
 from cowlab.records import RunSpec
@@ -1173,13 +1174,6 @@ def _no_nan(obj: object) -> object:
     return obj
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write ``path`` atomically (temp file, then os.replace)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def _board_json(board: Board) -> dict[str, Any]:
     return {"kernel": board.kernel, "kernel_rule": board.kernel_rule,
             "reference": board.reference,
@@ -1226,7 +1220,7 @@ def write_outputs(lb: Leaderboard, out: str | Path, *, figures: bool | None = No
         })
     written = []
     for path, text in files.items():
-        _write_text(path, text)
+        write_text_atomic(path, text)
         written.append(path)
     if draw:
         import matplotlib

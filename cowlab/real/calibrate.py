@@ -28,12 +28,12 @@ import argparse
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cowlab.atomicio import write_text_atomic
 from cowlab.costfile import FORMAT
 from cowlab.kernel.costs import DEVICES, CostModel
 from cowlab.real.harness import HarnessError, check_host, run_harness
@@ -122,12 +122,7 @@ def calibrate(out: Path, *, repeats: int, swapfile: int | None) -> dict[str, Any
                   "time in the defaults' proportions (not timed apart)"],
         "setup_log": log,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(doc, fh, sort_keys=False)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
+    write_text_atomic(out, yaml.safe_dump(doc, sort_keys=False))
     return doc
 
 

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from cowlab.atomicio import write_text_atomic
 from cowlab.real.compare import Comparison, compare
 from cowlab.real.harness import HarnessError, check_host, run_harness
 from cowlab.real.host import MachineSetup, parse_size, preset_for
@@ -330,15 +329,6 @@ def random_scenarios(count: int, seed: int, preset: str) -> Iterator[tuple[str, 
 
 
 # --------------------------------------------------------------------------------- suite
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)  # a report, readable like any other file (mkstemp makes 0600)
-    os.replace(tmp, path)
-
-
 def run_suite(out: Path, *, scenarios_dir: Path | None, random_count: int, seed: int,
               swapfile: int | None, kernel: str | None = None,
               progress: Any = sys.stderr) -> dict[str, Any]:
@@ -360,7 +350,7 @@ def run_suite(out: Path, *, scenarios_dir: Path | None, random_count: int, seed:
     with MachineSetup(swapfile=swapfile, log=log):
         for i, (source, name, doc) in enumerate(docs):
             path = sc_dir / f"{name}.yaml"
-            _atomic_write(path, yaml.safe_dump(doc, sort_keys=False))
+            write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False))
             entry: dict[str, Any] = {"name": name, "source": source, "file": str(path),
                                      "families": families(doc)}
             try:
@@ -384,7 +374,7 @@ def run_suite(out: Path, *, scenarios_dir: Path | None, random_count: int, seed:
                 bad = sorted({r["step"] for r in entry["rows"] if r["status"] == "differ"})
                 dis["description"] = (f"{doc.get('description', '')} -- DISAGREEMENT on "
                                       f"{entry.get('host_release')}: steps {bad}").strip()
-                _atomic_write(out / "disagreements" / f"{name}.yaml",
+                write_text_atomic(out / "disagreements" / f"{name}.yaml",
                               yaml.safe_dump(dis, sort_keys=False))
             # Keep the report small: the stores that agree are counted, not listed (their
             # page frame numbers differ from run to run anyway).
@@ -392,8 +382,8 @@ def run_suite(out: Path, *, scenarios_dir: Path | None, random_count: int, seed:
                 entry["rows"] = [r for r in entry["rows"] if r["status"] != "agree"]
             entries.append(entry)
     report = _summarize(entries, preset, time.monotonic() - started, log)
-    _atomic_write(out / "report.json", json.dumps(report, indent=1) + "\n")
-    _atomic_write(out / "report.md", format_report(report))
+    write_text_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
+    write_text_atomic(out / "report.md", format_report(report))
     return report
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cowlab.atomicio import write_text_atomic
 from cowlab.geometry import DEFAULT_GEOMETRY, Geometry
 from cowlab.kernel.presets import KernelConfig
 
@@ -82,14 +81,5 @@ def to_scenario(result: Any, *, geometry: Geometry = DEFAULT_GEOMETRY,
 
 
 def write_scenario(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary file, then os.replace)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` atomically."""
+    write_text_atomic(path, text)

@@ -31,20 +31,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cowlab.atomicio import write_text_atomic
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CONFIGS = ("configs/exclusive.yaml", "configs/baseline.yaml")
 #: Files of a run directory that make up a published agent (experiments/leaderboard/agent).
 AGENT_FILES = ("model.zip", "model.zip.json", "best.zip", "best.zip.json", "config.yaml",
                "eval.json", "eval.txt", "log.jsonl", "versions.json")
-
-
-def _atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def train_one(config: str, seed: int, runs: Path) -> dict[str, Any]:
@@ -202,11 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python experiments/agents/run.py" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     results = [train_one(c, s, args.runs) for c in args.configs for s in args.seeds]
-    _atomic(args.out / "results.md", render(results, command))
+    write_text_atomic(args.out / "results.md", render(results, command))
     slim = [{k: v for k, v in r.items() if k != "evaluations"}
             | {"metrics": {e["policy"]: e["metrics"] for e in r.get("evaluations", [])}}
             for r in results]
-    _atomic(args.out / "results.json", json.dumps(slim, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(args.out / "results.json", json.dumps(slim, indent=1, sort_keys=True) + "\n")
     print(f"wrote {args.out / 'results.md'}")
     if args.publish:
         first = results[0]

@@ -25,20 +25,13 @@ import multiprocessing
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from cowlab.atomicio import write_text_atomic
+
 HERE = Path(__file__).resolve().parent
-
-
-def _atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def shipped_policies() -> tuple[list[str], dict[str, str]]:
@@ -88,7 +81,7 @@ def cell(policy: str, preset: str, opset: str = "all") -> dict[str, Any]:
     if r.counterexample is not None and r.status == "counterexample":
         sub = "" if opset == "all" else f"{opset}/"
         rel = f"counterexamples/{sub}{policy}-{preset}.yaml"
-        _atomic(HERE / rel, to_scenario(r))
+        write_text_atomic(HERE / rel, to_scenario(r))
         row.update(counterexample_length=len(r.counterexample), file=rel,
                    violation=r.violation["violation"] if r.violation else None,
                    steps=r.counterexample)
@@ -275,8 +268,8 @@ def only_scaling(budget: float, jobs: int) -> int:
                 scale_command="python experiments/verify/run.py --only-scaling "
                 f"--scale-budget {budget:g} --jobs {jobs}",
                 scale_date=time.strftime("%Y-%m-%d", time.gmtime()))
-    _atomic(HERE / "results.json", json.dumps(data, indent=2) + "\n")
-    _atomic(HERE / "results.md", _md(data))
+    write_text_atomic(HERE / "results.json", json.dumps(data, indent=2) + "\n")
+    write_text_atomic(HERE / "results.md", _md(data))
     print(f"wrote the scaling table of {HERE / 'results.md'}", file=sys.stderr)
     return 0
 
@@ -330,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         "copy_vs_replay": copy_vs_replay(),
         "wall_s": round(time.perf_counter() - start, 1),
     }
-    _atomic(HERE / "results.json", json.dumps(data, indent=2) + "\n")
-    _atomic(HERE / "results.md", _md(data))
+    write_text_atomic(HERE / "results.json", json.dumps(data, indent=2) + "\n")
+    write_text_atomic(HERE / "results.md", _md(data))
     print(f"wrote {HERE / 'results.md'} in {data['wall_s']} s", file=sys.stderr)
     return 0
 
