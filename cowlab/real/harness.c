@@ -827,20 +827,31 @@ static long pipe_peek(int i, uint64_t *words, long maxn);
 static long ring_peek(int i, uint64_t *words, long maxn);
 static uint64_t peek_words[1024];
 
+/* The two kinds of reference the harness holds, read back the same way: pipes that
+ * vmsplice filled (GUP references) and io_uring fixed buffers (long-term pins). */
+struct refkind {
+    const char *label; /* how the observers list names one: "pipe 0 page 1" */
+    struct held *held;
+    const int *count;
+    long (*peek)(int i, uint64_t *words, long maxn);
+    struct own_view *own;
+};
+static const struct refkind refkinds[] = {
+    {"pipe", pipes_held, &npipes, pipe_peek, own_pipe},
+    {"pin", rings_held, &nrings, ring_peek, own_ring},
+};
+#define NREFKINDS ((int)(sizeof refkinds / sizeof refkinds[0]))
+
 static void own_views_before(int mm, long page) {
-    for (int i = 0; i < npipes; i++) {
-        struct held *h = &pipes_held[i];
-        own_pipe[i].valid = 0;
-        if (!h->held || h->mm != mm || page < h->page || page >= h->page + h->pages) continue;
-        long n = pipe_peek(i, peek_words, 1024);
-        if (n > page - h->page) { own_pipe[i].valid = 1; own_pipe[i].word = peek_words[page - h->page]; }
-    }
-    for (int i = 0; i < nrings; i++) {
-        struct held *h = &rings_held[i];
-        own_ring[i].valid = 0;
-        if (!h->held || h->mm != mm || page < h->page || page >= h->page + h->pages) continue;
-        long n = ring_peek(i, peek_words, 1024);
-        if (n > page - h->page) { own_ring[i].valid = 1; own_ring[i].word = peek_words[page - h->page]; }
+    for (int k = 0; k < NREFKINDS; k++) {
+        const struct refkind *rk = &refkinds[k];
+        for (int i = 0; i < *rk->count; i++) {
+            struct held *h = &rk->held[i];
+            rk->own[i].valid = 0;
+            if (!h->held || h->mm != mm || page < h->page || page >= h->page + h->pages) continue;
+            long n = rk->peek(i, peek_words, 1024);
+            if (n > page - h->page) { rk->own[i].valid = 1; rk->own[i].word = peek_words[page - h->page]; }
+        }
     }
 }
 
@@ -870,35 +881,22 @@ static void check_observers(int mm, long page, uint64_t val, uint64_t pfn_after,
         }
     }
     static uint64_t words[OBS_MAX];
-    for (int i = 0; i < npipes; i++) {
-        struct held *h = &pipes_held[i];
-        if (!h->held) continue;
-        long n = pipe_peek(i, words, OBS_MAX);
-        if (n < 0) { OBS("%s\"pipe %d unreadable: %s\"", used ? ", " : "", i, strerror((int)-n)); continue; }
-        for (long j = 0; j < n && j < h->pages; j++) {
-            int own = h->mm == mm && h->page + j == page;
-            if (words[j] == val && !own) { leak = 1; OBS("%s\"pipe %d page %ld\"", used ? ", " : "", i, j); }
-            if (own && words[j] != val) {
-                int was = old_known && own_pipe[i].valid && own_pipe[i].word == old
-                          && (old != 0 || moved);
-                incoherent |= was;
-                OBS("%s\"%s pipe %d page %ld\"", used ? ", " : "", was ? "stale" : "already stale", i, j);
-            }
-        }
-    }
-    for (int i = 0; i < nrings; i++) {
-        struct held *h = &rings_held[i];
-        if (!h->held) continue;
-        long n = ring_peek(i, words, OBS_MAX);
-        if (n < 0) { OBS("%s\"pin %d unreadable: %s\"", used ? ", " : "", i, strerror((int)-n)); continue; }
-        for (long j = 0; j < n && j < h->pages; j++) {
-            int own = h->mm == mm && h->page + j == page;
-            if (words[j] == val && !own) { leak = 1; OBS("%s\"pin %d page %ld\"", used ? ", " : "", i, j); }
-            if (own && words[j] != val) {
-                int was = old_known && own_ring[i].valid && own_ring[i].word == old
-                          && (old != 0 || moved);
-                incoherent |= was;
-                OBS("%s\"%s pin %d page %ld\"", used ? ", " : "", was ? "stale" : "already stale", i, j);
+    for (int k = 0; k < NREFKINDS; k++) {
+        const struct refkind *rk = &refkinds[k];
+        for (int i = 0; i < *rk->count; i++) {
+            struct held *h = &rk->held[i];
+            if (!h->held) continue;
+            long n = rk->peek(i, words, OBS_MAX);
+            if (n < 0) { OBS("%s\"%s %d unreadable: %s\"", used ? ", " : "", rk->label, i, strerror((int)-n)); continue; }
+            for (long j = 0; j < n && j < h->pages; j++) {
+                int own = h->mm == mm && h->page + j == page;
+                if (words[j] == val && !own) { leak = 1; OBS("%s\"%s %d page %ld\"", used ? ", " : "", rk->label, i, j); }
+                if (own && words[j] != val) {
+                    int was = old_known && rk->own[i].valid && rk->own[i].word == old
+                              && (old != 0 || moved);
+                    incoherent |= was;
+                    OBS("%s\"%s %s %d page %ld\"", used ? ", " : "", was ? "stale" : "already stale", rk->label, i, j);
+                }
             }
         }
     }
