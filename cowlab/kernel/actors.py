@@ -362,7 +362,7 @@ def kcompactd(
 # ==========================================================================================
 def _content_key(folio: Folio, sub: int) -> object | None:
     """The page content as a dict key (None if the token is unhashable)."""
-    data = folio.data[sub]
+    data = folio.data_of(sub)
     try:
         hash(data)
     except TypeError:

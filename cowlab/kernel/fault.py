@@ -116,7 +116,7 @@ class FaultView:
         folio = self._folio
         if folio.order:
             return folio.max_page_mapcount()
-        return folio.mapcount[0]
+        return folio.pte_mapcount(0)
 
     @property
     def large_mapcount(self) -> int:
@@ -187,7 +187,7 @@ class FaultView:
         """PageAnonExclusive() of the faulting page; None before v5.19 (no such flag)."""
         if not self._kernel.config.anon_exclusive:
             return None
-        return self._folio.pae[self._index]
+        return self._folio.pae_of(self._index)
 
     @property
     def maybe_pinned(self) -> bool:

@@ -1,12 +1,29 @@
 """Folios and their reference ledger.
 
 A folio is one physical allocation of ``2**order`` base pages (order 0..9 on
-x86-64). The kernel only keeps a refcount; cowlab also keeps a *ledger* of who
-holds each reference (KERNEL_MODEL.md section 1), so the ground truth can tell a
-reference from the LRU batch of CPU 1 from a DMA pin of another process.
-Refcount, per-page mapcount and pincount are changed only through the ledger
-methods (:meth:`Folio.get` / :meth:`Folio.put` / :meth:`Folio.map_pte` ...), and
-:meth:`Folio.check_ledger` recomputes them from the ledger.
+x86-64, up to 18 for a 1 GiB hugetlb page). The kernel only keeps a refcount;
+cowlab also keeps a *ledger* of who holds each reference (KERNEL_MODEL.md section
+1), so the ground truth can tell a reference from the LRU batch of CPU 1 from a DMA
+pin of another process. Refcount, per-page mapcount and pincount are changed only
+through the ledger methods (:meth:`Folio.get` / :meth:`Folio.put` /
+:meth:`Folio.map_pte` ...), and :meth:`Folio.check_ledger` recomputes them from the
+ledger.
+
+Memory layout. A simulated machine holds millions of folios, almost all of them
+order 0 and mapped once, so the layout is made for that case (the kernel's own
+``struct page`` is 64 bytes):
+
+* the PTE mappings (the reverse map) are not dictionary entries: the first one is
+  three integer fields (mm id, virtual page, page index), further ones go to a flat
+  list of integer triples, allocated only when a second mapping appears (fork);
+* every other reference lives in :attr:`Folio.ledger`, a dict keyed by
+  ``(kind, owner, page index)`` that exists only while such references are held
+  (None otherwise: an LRU batch's reference is dropped when the batch drains);
+* per-page state (mapcount, PageAnonExclusive, contents) is a scalar field for an
+  order-0 folio and a list for a large one, read and written through accessors
+  (:meth:`Folio.pae_of`, :meth:`Folio.set_pae`, :meth:`Folio.data_of` ...);
+* LRU list membership is intrusive (``lru_prev``/``lru_next``, see
+  :mod:`cowlab.kernel.lru`), like the kernel's ``folio->lru``.
 """
 
 from __future__ import annotations
@@ -16,7 +33,7 @@ from typing import Any, Final, NamedTuple
 from cowlab.kernel.errors import LedgerError as LedgerError
 
 # Holder kinds of a reference (the ledger's first key).
-PTE: Final = "pte"  #: one PTE mapping: owner = mm id, sub = page index in the folio
+PTE: Final = "pte"  #: one PTE mapping: owner = (mm id, virtual page), sub = page index
 PMD: Final = "pmd"  #: a PMD mapping of a THP: owner = mm id (entire mapcount)
 SWAPCACHE: Final = "swapcache"  #: the swapcache: nr_pages references
 LRU_BATCH: Final = "lru_batch"  #: a per-CPU folio batch: owner = (cpu, batch name)
@@ -38,6 +55,9 @@ GUP_PIN_COUNTING_BIAS: Final = 1024
 #: (holder kind, owner, page index in the folio); the owner's type depends on the kind.
 LedgerKey = tuple[str, Any, int]
 
+#: One PTE mapping: (mm id, virtual page, page index in the folio).
+PteMapping = tuple[int, int, int]
+
 
 class LockHolder(NamedTuple):
     """Who holds a folio's page lock, why, and when it will be released (ns, if known)."""
@@ -49,14 +69,28 @@ class LockHolder(NamedTuple):
 #: The per-mm mapcount slots of every small folio (never written: see Folio.__init__).
 _UNTRACKED_IDS: list[int | None] = [None, None]
 _UNTRACKED_COUNTS: list[int] = [0, 0]
+#: The per-page lists of every small folio: empty and never written (a small folio keeps
+#: its one page's state in scalar fields).
+_NO_INTS: list[int] = []
+_NO_BOOLS: list[bool] = []
+_NO_DATA: list[object] = []
 
 
 class Folio:
     """One physical allocation with its flags, per-page state and reference ledger."""
 
     __slots__ = (
+        "_data",
+        "_data0",
+        "_mapcount",
+        "_mapcount0",
+        "_pae",
+        "_pae0",
+        "_pte_mm",
+        "_pte_page",
+        "_pte_sub",
+        "_ptes",
         "anon",
-        "data",
         "dirty",
         "entire_mapcount",
         "freed",
@@ -67,13 +101,13 @@ class Folio:
         "lock",
         "lru",
         "lru_list",
-        "mapcount",
+        "lru_next",
+        "lru_prev",
         "maybe_shared",
         "mm_counts",
         "mm_ids",
         "nr_pages",
         "order",
-        "pae",
         "pfn",
         "pincount",
         "readahead",
@@ -88,13 +122,30 @@ class Folio:
         self.order = order
         self.nr_pages = 1 << order
         self.refcount = 0
-        self.ledger: dict[LedgerKey, int] = {}
-        self.mapcount = [0] * self.nr_pages
+        #: References other than PTE mappings, by (kind, owner, sub); None when there
+        #: are none (the common state of a mapped page).
+        self.ledger: dict[LedgerKey, int] | None = None
+        # The first PTE mapping (mm id -1: none) and the others as flat triples.
+        self._pte_mm = -1
+        self._pte_page = 0
+        self._pte_sub = 0
+        self._ptes: list[int] | None = None
+        # Per-page state: scalars for an order-0 folio, lists for a large one.
+        self._mapcount0 = 0
+        self._pae0 = False
+        #: Page contents: one opaque token per base page (a write stores a new one).
+        self._data0: object = None
+        if order:
+            nr = self.nr_pages
+            self._mapcount = [0] * nr
+            self._pae = [False] * nr
+            self._data: list[object] = [None] * nr
+        else:
+            self._mapcount = _NO_INTS
+            self._pae = _NO_BOOLS
+            self._data = _NO_DATA
         self.entire_mapcount = 0
         self.pincount = 0
-        self.pae = [False] * self.nr_pages
-        #: Page contents: one opaque token per base page (a write stores a new one).
-        self.data: list[object] = [None] * self.nr_pages
         self.anon = True
         self.hugetlb = False
         self.ksm = False
@@ -103,6 +154,9 @@ class Folio:
         self.lazyfree = False
         self.lru = False  # PG_lru: on an LRU list (not in a batch, not isolated)
         self.lru_list: str | None = None  # "active" | "inactive" while PG_lru
+        #: Neighbours on that LRU list (cowlab.kernel.lru.LruList links through them).
+        self.lru_prev: Folio | None = None
+        self.lru_next: Folio | None = None
         self.writeback = False
         self.reclaim = False  # PG_reclaim: rotate to the inactive tail when writeback ends
         self.readahead = False  # PG_readahead: read by swap readahead, not yet hit
@@ -138,17 +192,29 @@ class Folio:
     @property
     def large_mapcount(self) -> int:
         """folio_mapcount(): all PTE mappings plus PMD mappings (the folio's total)."""
-        return sum(self.mapcount) + self.entire_mapcount
+        if not self.order:
+            return self._mapcount0
+        return sum(self._mapcount) + self.entire_mapcount
+
+    def pte_mapcount(self, index: int) -> int:
+        """PTE mappings of page ``index`` (the folio's PMD mappings not included)."""
+        return self._mapcount[index] if self.order else self._mapcount0
+
+    def mapcounts(self) -> list[int]:
+        """The PTE mapcount of every page of the folio."""
+        return list(self._mapcount) if self.order else [self._mapcount0]
 
     def page_mapcount(self, index: int) -> int:
         """page_mapcount(): PTE mappings of one page plus the folio's PMD mappings."""
-        return self.mapcount[index] + self.entire_mapcount
+        if not self.order:
+            return self._mapcount0
+        return self._mapcount[index] + self.entire_mapcount
 
     def max_page_mapcount(self) -> int:
         """page_trans_huge_mapcount(): the highest mapcount of any page of the folio."""
         if not self.order:
-            return self.mapcount[0]
-        return max(self.mapcount) + self.entire_mapcount
+            return self._mapcount0
+        return max(self._mapcount) + self.entire_mapcount
 
     def maybe_dma_pinned(self) -> bool:
         """folio_maybe_dma_pinned(): exact pincount for large folios, bias test for small."""
@@ -156,39 +222,165 @@ class Folio:
             return self.pincount > 0
         return self.refcount >= GUP_PIN_COUNTING_BIAS
 
+    # -- per-page state ------------------------------------------------------------------
+    def pae_of(self, index: int) -> bool:
+        """PageAnonExclusive of page ``index``."""
+        return self._pae[index] if self.order else self._pae0
+
+    def set_pae(self, index: int, value: bool) -> None:
+        """Set or clear PageAnonExclusive of page ``index``."""
+        if self.order:
+            self._pae[index] = value
+        else:
+            self._pae0 = value
+
+    def set_all_pae(self, value: bool) -> None:
+        """Set or clear PageAnonExclusive of every page of the folio."""
+        if self.order:
+            self._pae = [value] * self.nr_pages
+        else:
+            self._pae0 = value
+
+    def any_pae(self) -> bool:
+        """True if some page of the folio is PageAnonExclusive."""
+        return any(self._pae) if self.order else self._pae0
+
+    def all_pae(self) -> bool:
+        """True if every page of the folio is PageAnonExclusive."""
+        return all(self._pae) if self.order else self._pae0
+
+    def pae_list(self) -> list[bool]:
+        """PageAnonExclusive of every page of the folio."""
+        return list(self._pae) if self.order else [self._pae0]
+
+    def data_of(self, index: int) -> object:
+        """The contents token of page ``index``."""
+        return self._data[index] if self.order else self._data0
+
+    def set_data(self, index: int, value: object) -> None:
+        """Store the contents token of page ``index``."""
+        if self.order:
+            self._data[index] = value
+        else:
+            self._data0 = value
+
+    def data_list(self) -> list[object]:
+        """The contents tokens of every page of the folio (a copy)."""
+        return list(self._data) if self.order else [self._data0]
+
+    def set_data_list(self, values: list[object]) -> None:
+        """Store the contents of every page (``len(values) == nr_pages``)."""
+        if len(values) != self.nr_pages:
+            raise LedgerError(
+                f"folio pfn {self.pfn:#x}: {len(values)} pages of data for {self.nr_pages}"
+            )
+        if self.order:
+            self._data = list(values)
+        else:
+            self._data0 = values[0]
+
     # -- the ledger ----------------------------------------------------------------------
     def get(self, kind: str, owner: Any = None, n: int = 1, sub: int = 0) -> None:
-        """Take ``n`` references for ``(kind, owner, sub)``."""
+        """Take ``n`` references for ``(kind, owner, sub)`` (PTE mappings: :meth:`map_pte`)."""
         key = (kind, owner, sub)
-        self.ledger[key] = self.ledger.get(key, 0) + n
+        ledger = self.ledger
+        if ledger is None:
+            self.ledger = {key: n}
+        else:
+            ledger[key] = ledger.get(key, 0) + n
         self.refcount += n
 
     def put(self, kind: str, owner: Any = None, n: int = 1, sub: int = 0) -> None:
         """Drop ``n`` references taken by ``get`` with the same key."""
         key = (kind, owner, sub)
-        have = self.ledger.get(key, 0)
-        if have < n:
+        ledger = self.ledger
+        have = 0 if ledger is None else ledger.get(key, 0)
+        if have < n or ledger is None:
             raise LedgerError(f"folio pfn {self.pfn:#x}: put of {n} {key} but only {have} held")
         if have == n:
-            del self.ledger[key]
+            del ledger[key]
+            if not ledger:
+                self.ledger = None
         else:
-            self.ledger[key] = have - n
+            ledger[key] = have - n
         self.refcount -= n
 
-    def map_pte(self, owner: tuple[int, int], index: int) -> None:
-        """A PTE of ``owner = (mm id, virtual page)`` now maps page ``index``: +1 ref,
-        +1 mapcount."""
-        self.get(PTE, owner, 1, index)
-        self.mapcount[index] += 1
-        if self.order:
-            self._track(owner[0], 1)
+    def count(self, kind: str, owner: Any = None, sub: int = 0) -> int:
+        """References held for ``(kind, owner, sub)`` (PTE mappings: :meth:`maps`)."""
+        ledger = self.ledger
+        return 0 if ledger is None else ledger.get((kind, owner, sub), 0)
 
-    def unmap_pte(self, owner: tuple[int, int], index: int) -> None:
-        """The reverse of :meth:`map_pte`."""
-        self.put(PTE, owner, 1, index)
-        self.mapcount[index] -= 1
+    def map_pte(self, mm_id: int, page: int, index: int) -> None:
+        """A PTE of mm ``mm_id`` at virtual ``page`` now maps page ``index``: +1 ref,
+        +1 mapcount."""
+        if self._pte_mm < 0:
+            self._pte_mm = mm_id
+            self._pte_page = page
+            self._pte_sub = index
+        else:
+            more = self._ptes
+            if more is None:
+                self._ptes = [mm_id, page, index]
+            else:
+                more.append(mm_id)
+                more.append(page)
+                more.append(index)
+        self.refcount += 1
         if self.order:
-            self._track(owner[0], -1)
+            self._mapcount[index] += 1
+            self._track(mm_id, 1)
+        else:
+            self._mapcount0 += 1
+
+    def unmap_pte(self, mm_id: int, page: int, index: int) -> None:
+        """The reverse of :meth:`map_pte`."""
+        if self._pte_mm == mm_id and self._pte_page == page and self._pte_sub == index:
+            self._pte_mm = -1
+        else:
+            more = self._ptes
+            at = -1
+            if more is not None:
+                for j in range(0, len(more), 3):
+                    if more[j] == mm_id and more[j + 1] == page and more[j + 2] == index:
+                        at = j
+                        break
+            if more is None or at < 0:
+                raise LedgerError(
+                    f"folio pfn {self.pfn:#x}: unmap of page {index} at page {page} of "
+                    f"mm {mm_id}, which does not map it"
+                )
+            del more[at:at + 3]
+            if not more:
+                self._ptes = None
+        self.refcount -= 1
+        if self.order:
+            self._mapcount[index] -= 1
+            self._track(mm_id, -1)
+        else:
+            self._mapcount0 -= 1
+
+    def maps(self, mm_id: int, page: int, index: int) -> int:
+        """How many PTE mappings of page ``index`` at ``page`` of mm ``mm_id`` (0 or 1)."""
+        found = int(
+            self._pte_mm == mm_id and self._pte_page == page and self._pte_sub == index
+        )
+        more = self._ptes
+        if more is not None:
+            for j in range(0, len(more), 3):
+                if more[j] == mm_id and more[j + 1] == page and more[j + 2] == index:
+                    found += 1
+        return found
+
+    def pte_mappings(self) -> list[PteMapping]:
+        """Every PTE mapping of the folio as (mm id, virtual page, page index)."""
+        out: list[PteMapping] = []
+        if self._pte_mm >= 0:
+            out.append((self._pte_mm, self._pte_page, self._pte_sub))
+        more = self._ptes
+        if more is not None:
+            for j in range(0, len(more), 3):
+                out.append((more[j], more[j + 1], more[j + 2]))
+        return out
 
     def map_pmd(self, owner: tuple[int, int]) -> None:
         """A PMD of ``owner = (mm id, first virtual page)`` maps the whole folio: +1 ref,
@@ -227,7 +419,7 @@ class Folio:
         """folio_maybe_mapped_shared() (v6.15): never a false negative, sometimes a false
         positive (an untracked third mm)."""
         if not self.order:
-            return self.mapcount[0] > 1
+            return self._mapcount0 > 1
         return self.maybe_shared or (self.mm_counts[0] > 0 and self.mm_counts[1] > 0)
 
     def pin(self, handle: int) -> None:
@@ -246,33 +438,62 @@ class Folio:
         else:
             self.put(PIN, handle, GUP_PIN_COUNTING_BIAS)
 
+    def ledger_items(self) -> list[tuple[LedgerKey, int]]:
+        """Every ledger entry, PTE mappings first (as ``(PTE, (mm id, page), index)``,
+        count 1), then the other references in the order they were first taken."""
+        out: list[tuple[LedgerKey, int]] = [
+            ((PTE, (mm_id, page), sub), 1) for mm_id, page, sub in self.pte_mappings()
+        ]
+        ledger = self.ledger
+        if ledger is not None:
+            out.extend(ledger.items())
+        return out
+
     def holders(self, kind: str) -> list[tuple[Any, int, int]]:
         """Ledger entries of one kind as (owner, sub, count)."""
-        return [(o, s, c) for (k, o, s), c in self.ledger.items() if k == kind]
+        if kind == PTE:
+            return [((m, p), s, 1) for m, p, s in self.pte_mappings()]
+        ledger = self.ledger
+        if ledger is None:
+            return []
+        return [(o, s, c) for (k, o, s), c in ledger.items() if k == kind]
+
+    def drop_ledger(self) -> None:
+        """Forget every reference at once (the folio is being replaced: THP split)."""
+        self.ledger = None
+        self._pte_mm = -1
+        self._ptes = None
+        self.refcount = 0
 
     def check_ledger(self) -> list[str]:
         """Recompute refcount, mapcounts and pincount from the ledger; return mismatches."""
         problems = []
-        total = sum(self.ledger.values())
+        items = self.ledger_items()
+        total = sum(count for _key, count in items)
         if total != self.refcount:
             problems.append(f"refcount {self.refcount} != ledger total {total}")
+        mappings = self.pte_mappings()
+        if len(set(mappings)) != len(mappings):
+            problems.append(f"a PTE mapping is recorded twice: {sorted(mappings)}")
         per_page = [0] * self.nr_pages
         entire = pins = 0
-        for (kind, _owner, sub), count in self.ledger.items():
+        for (kind, owner, sub), count in items:
             if count <= 0:
-                problems.append(f"ledger entry {(kind, _owner, sub)} has count {count}")
+                problems.append(f"ledger entry {(kind, owner, sub)} has count {count}")
             if kind == PTE:
                 per_page[sub] += count
             elif kind == PMD:
                 entire += count
             elif kind == PIN and self.order:
                 pins += count
-        if per_page != self.mapcount:
-            problems.append(f"mapcount {self.mapcount} != ledger {per_page}")
+        if per_page != self.mapcounts():
+            problems.append(f"mapcount {self.mapcounts()} != ledger {per_page}")
         if entire != self.entire_mapcount:
             problems.append(f"entire mapcount {self.entire_mapcount} != ledger {entire}")
         if self.order and pins != self.pincount:
             problems.append(f"pincount {self.pincount} != ledger {pins}")
+        if self.ledger is not None and not self.ledger:
+            problems.append("an empty ledger dict is kept (it should be None)")
         return problems
 
     def describe(self) -> str:
@@ -291,7 +512,7 @@ class Folio:
             )
             if on
         ]
-        pae = "".join("E" if p else "-" for p in self.pae[:16])
+        pae = "".join("E" if p else "-" for p in self.pae_list()[:16])
         return (
             f"folio pfn={self.pfn:#x} order={self.order} ref={self.refcount} "
             f"map={self.large_mapcount} pae={pae} [{' '.join(flags)}]"

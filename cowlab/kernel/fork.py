@@ -101,8 +101,8 @@ def fork_mm(k: Kernel, parent: MM, child_name: str, cpu: int = 0) -> MM:
                 copy_page_for_child(k, child, p, folio, sub, cpu)
                 continue
             if cfg.anon_exclusive:
-                folio.pae[sub] = False
-            folio.map_pte((child.id, p), sub)
+                folio.set_pae(sub, False)
+            folio.map_pte(child.id, p, sub)
             if pte & 2:
                 pte = pte_wrprotect(pte)
                 ppt[p] = pte
@@ -129,9 +129,9 @@ def copy_huge_mapping(k: Kernel, parent: MM, child: MM, start: int, folio: Folio
             return True
         new = k.alloc_folio(folio.order)
         new.hugetlb = True
-        new.data = list(folio.data)
+        new.set_data_list(folio.data_list())
         if k.config.anon_exclusive:
-            new.pae = [True] * nr
+            new.set_all_pae(True)
         new.map_pmd((child.id, start))
         for i in range(nr):
             child.pt[start + i] = make_pte(new.pfn + i, write=True, dirty=True,
@@ -140,7 +140,7 @@ def copy_huge_mapping(k: Kernel, parent: MM, child: MM, start: int, folio: Folio
         k.counters["pages_copied"] += nr
         return False
     if k.config.anon_exclusive:
-        folio.pae = [False] * nr
+        folio.set_all_pae(False)
     folio.map_pmd((child.id, start))
     ppt = parent.pt
     for i in range(nr):
@@ -159,17 +159,17 @@ def must_copy_at_fork(k: Kernel, parent: MM, folio: Folio, sub: int) -> bool:
     if folio.ksm or not parent.has_pinned or not folio.maybe_dma_pinned():
         return False
     if cfg.anon_exclusive:
-        return folio.pae[sub]
+        return folio.pae_of(sub)
     return cfg.fork_copies_pinned
 
 
 def copy_page_for_child(k: Kernel, child: MM, page: int, folio: Folio, sub: int, cpu: int) -> None:
     """copy_present_page(): the child gets its own writable, exclusive copy now."""
     new = k.alloc_folio(0)
-    new.data[0] = folio.data[sub]
+    new.set_data(0, folio.data_of(sub))
     if k.config.anon_exclusive:
-        new.pae[0] = True
-    new.map_pte((child.id, page), 0)
+        new.set_pae(0, True)
+    new.map_pte(child.id, page, 0)
     child.pt[page] = make_pte(new.pfn, write=True, dirty=True, soft_dirty=True)
     k.lru.add(new, cpu)
     k.counters["pages_copied"] += 1

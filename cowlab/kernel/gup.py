@@ -170,7 +170,7 @@ def must_unshare(k: Kernel, pte: int) -> bool:
     if pfn == ZERO_PFN:
         return False
     folio = k.frames[pfn]
-    return not folio.pae[pfn - folio.pfn]
+    return not folio.pae_of(pfn - folio.pfn)
 
 
 def put_user_pages(k: Kernel, name: str) -> None:
@@ -212,7 +212,7 @@ def gup_write(k: Kernel, name: str) -> None:
             raise KernelError(f"GUP reference {name!r} is read-only")
         k.write_seq += 1
         folio = k.frames[handle.pfn]
-        folio.data[handle.pfn - folio.pfn] = ("dma", k.write_seq)
+        folio.set_data(handle.pfn - folio.pfn, ("dma", k.write_seq))
 
 
 def _gup_ids(k: Kernel, name: str) -> list[int]:
@@ -258,4 +258,4 @@ def _handle_data(k: Kernel, hid: int) -> object:
     if handle.pfn == ZERO_PFN:
         return 0
     folio = k.frames[handle.pfn]
-    return folio.data[handle.pfn - folio.pfn]
+    return folio.data_of(handle.pfn - folio.pfn)

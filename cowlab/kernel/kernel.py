@@ -50,7 +50,7 @@ from cowlab.kernel.counters import new_counters
 from cowlab.kernel.decision import COPY_REASONS, Decision
 from cowlab.kernel.errors import KernelError
 from cowlab.kernel.fault import FaultRecord, FaultView, OracleFaultView, PolicyError
-from cowlab.kernel.folio import PTE, ZERO_PFN, Folio, LockHolder
+from cowlab.kernel.folio import PMD, ZERO_PFN, Folio, LockHolder
 from cowlab.kernel.fork import fork_mm
 from cowlab.kernel.gup import (
     GupHandle,
@@ -587,7 +587,7 @@ class Kernel:
                     if sub == 0:
                         huge_heads.append((p, folio))
                     continue
-                folio.unmap_pte((mm.id, p), sub)
+                folio.unmap_pte(mm.id, p, sub)
                 if folio.order and folio.refcount:
                     note_partially_mapped(self, folio)
                 # free_pages_and_swap_cache() -> free_swap_cache(): an unmapped folio
@@ -672,7 +672,7 @@ class Kernel:
         if pfn == ZERO_PFN:
             return 0
         folio = self.frames[pfn]
-        return folio.data[pfn - folio.pfn]
+        return folio.data_of(pfn - folio.pfn)
 
     def write(self, mm: MM, page: int, cpu: int = 0, data: object = None) -> FaultRecord:
         """A store to ``page``; returns the write attempt's record.
@@ -718,7 +718,7 @@ class Kernel:
             data = ("w", self.write_seq)
         pfn = pte_pfn(mm.pt[page])
         folio = self.frames[pfn]
-        folio.data[pfn - folio.pfn] = data
+        folio.set_data(pfn - folio.pfn, data)
 
     def handle_fault(
         self,
@@ -810,7 +810,7 @@ class Kernel:
                             cpu: int, unshare: bool, fault_kind: str) -> FaultRecord:
         """do_huge_pmd_wp_page(): ask the policy on path ``pmd`` about the whole THP."""
         index = pte_pfn(pte) - folio.pfn
-        if unshare and (not self.config.anon_exclusive or folio.pae[index]):
+        if unshare and (not self.config.anon_exclusive or folio.pae_of(index)):
             return FaultRecord(mm.name, page, cpu, "unshare", "none", exclusive=True)
         return self.decide_and_apply(mm, vma, page, folio, index, cpu, path="pmd", pte=pte,
                                      unshare=unshare, fault_kind=fault_kind)
@@ -832,10 +832,10 @@ class Kernel:
             mm.pt[page] = make_pte(ZERO_PFN, write=False)
             return None
         folio = self.alloc_folio(0)
-        folio.data[0] = 0
+        folio.set_data(0, 0)
         if self.config.anon_exclusive:
-            folio.pae[0] = True
-        folio.map_pte((mm.id, page), 0)
+            folio.set_pae(0, True)
+        folio.map_pte(mm.id, page, 0)
         folio.dirty = True
         mm.pt[page] = self._new_anon_pte(folio, vma, write=True)
         self.lru.add(folio, cpu)
@@ -869,7 +869,7 @@ class Kernel:
             )
         folio = self.frames[pfn]
         index = pfn - folio.pfn
-        if unshare and (not self.config.anon_exclusive or folio.pae[index]):
+        if unshare and (not self.config.anon_exclusive or folio.pae_of(index)):
             # Nothing to unshare: the page is already exclusive.
             return FaultRecord(mm.name, page, cpu, "unshare", "none", exclusive=True)
         return self.decide_and_apply(
@@ -1000,7 +1000,7 @@ class Kernel:
         """wp_page_reuse(): make the PTE writable in place (or, for unshare, only mark
         the page exclusive). v5.19+ page_move_anon_rmap() sets PageAnonExclusive."""
         if self.config.anon_exclusive:
-            folio.pae[index] = True
+            folio.set_pae(index, True)
         if folio.ksm:
             # reuse_ksm_page() (up to v5.8): the page leaves the stable tree.
             folio.ksm = False
@@ -1022,18 +1022,18 @@ class Kernel:
         new = self.alloc_folio(0)
         old_pte = mm.pt[page]
         if old is None:
-            new.data[0] = 0
+            new.set_data(0, 0)
             self.busy_ns += costs.alloc_ns + costs.zero_4k_ns + costs.rmap_ns
         else:
             sub = pte_pfn(old_pte) - old.pfn
-            new.data[0] = old.data[sub]
+            new.set_data(0, old.data_of(sub))
             self.busy_ns += costs.alloc_ns + costs.copy_4k_ns + costs.rmap_ns
             self.counters["pages_copied"] += 1
             if old.ksm:
                 self.counters["cow_ksm"] += 1
         if self.config.anon_exclusive:
-            new.pae[0] = True
-        new.map_pte((mm.id, page), 0)
+            new.set_pae(0, True)
+        new.map_pte(mm.id, page, 0)
         if unshare:
             pte = make_pte(
                 new.pfn,
@@ -1052,7 +1052,7 @@ class Kernel:
 
     def put_mapping(self, folio: Folio, mm_id: int, page: int, sub: int) -> None:
         """Drop one PTE mapping; a large folio left partly mapped queues for a split."""
-        folio.unmap_pte((mm_id, page), sub)
+        folio.unmap_pte(mm_id, page, sub)
         if folio.refcount == 0:
             self.release_folio(folio)
         elif folio.order:
@@ -1338,21 +1338,21 @@ class Kernel:
                 folio = mapped
                 sub = pfn - folio.pfn
                 if pte & _PAGE_PSE:
-                    if folio.ledger.get(("pmd", (mm.id, p - sub), 0), 0) != 1:
+                    if folio.count(PMD, (mm.id, p - sub), 0) != 1:
                         problems.append(f"mm {mm.name} page {p}: PMD mapping not in the ledger")
-                elif folio.ledger.get((PTE, (mm.id, p), sub), 0) != 1:
+                elif folio.maps(mm.id, p, sub) != 1:
                     problems.append(f"mm {mm.name} page {p}: mapping missing from the ledger")
                 mapped_by.setdefault((folio.pfn, sub), set()).add(mm.id)
                 if (
                     self.config.anon_exclusive
                     and safe_run
                     and pte_write(pte)
-                    and not (folio.pae[sub])
+                    and not (folio.pae_of(sub))
                 ):
                     problems.append(f"mm {mm.name} page {p}: writable anon PTE without PAE")
         if self.config.anon_exclusive and safe_run:
             for (pfn, sub), mms in mapped_by.items():
-                if len(mms) > 1 and self.frames[pfn].pae[sub]:
+                if len(mms) > 1 and self.frames[pfn].pae_of(sub):
                     problems.append(f"pfn {pfn + sub:#x}: PAE page mapped by mms {sorted(mms)}")
         return problems
 

@@ -44,8 +44,8 @@ def merge_pages(k: Kernel, pages: list[tuple[MM, int]]) -> int:
         folio = k.frames[pte_pfn(pte)]
         sub = pte_pfn(pte) - folio.pfn
         if i == 0:
-            content = folio.data[sub]
-        elif folio.data[sub] != content:
+            content = folio.data_of(sub)
+        elif folio.data_of(sub) != content:
             raise KernelError(
                 f"ksm_merge: mm {mm.name} page {p} does not have the same content as "
                 f"mm {pages[0][0].name} page {pages[0][1]}"
@@ -63,7 +63,7 @@ def merge_pages(k: Kernel, pages: list[tuple[MM, int]]) -> int:
         if not write_protect_page(k, mm, p, folio, sub):
             continue
         # replace_page(): map the KSM page read-only, drop the old page.
-        kfolio.map_pte((mm.id, p), ksub)
+        kfolio.map_pte(mm.id, p, ksub)
         mm.pt[p] = make_pte(kfolio.pfn + ksub, write=False, soft_dirty=pte_soft_dirty(mm.pt[p]))
         k.put_mapping(folio, mm.id, p, sub)
         k.flush_tlb(mm, None)
@@ -78,10 +78,10 @@ def write_protect_page(k: Kernel, mm: MM, page: int, folio: Folio, sub: int) -> 
     swapped = folio.nr_pages if folio.swap_entry is not None else 0
     if folio.large_mapcount + swapped != folio.refcount:
         return False
-    if k.config.anon_exclusive and folio.pae[sub]:
+    if k.config.anon_exclusive and folio.pae_of(sub):
         if folio.maybe_dma_pinned():
             return False
-        folio.pae[sub] = False
+        folio.set_pae(sub, False)
     pte = mm.pt[page]
     if pte_dirty(pte):
         folio.dirty = True

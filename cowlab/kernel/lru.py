@@ -20,6 +20,74 @@ from cowlab.kernel.folio import LRU_BATCH, Folio
 BATCH_NAMES = ("lru_add", "deactivate", "move_tail", "lazyfree")
 
 
+class LruList:
+    """One LRU list, oldest first: a doubly linked list through the folios' own
+    ``lru_prev``/``lru_next`` fields, as the kernel links ``folio->lru`` into the
+    lruvec (no per-folio allocation; O(1) add, delete and rotation)."""
+
+    __slots__ = ("head", "name", "size", "tail")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.head: Folio | None = None  # the oldest folio, where reclaim scans from
+        self.tail: Folio | None = None  # the newest
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def append(self, folio: Folio) -> None:
+        """Add ``folio`` (on no list) at the newest end: lruvec_add_folio()."""
+        tail = self.tail
+        folio.lru_prev = tail
+        folio.lru_next = None
+        if tail is None:
+            self.head = folio
+        else:
+            tail.lru_next = folio
+        self.tail = folio
+        self.size += 1
+
+    def push_oldest(self, folio: Folio) -> None:
+        """Add ``folio`` (on no list) at the oldest end: lruvec_add_folio_tail()."""
+        head = self.head
+        folio.lru_prev = None
+        folio.lru_next = head
+        if head is None:
+            self.tail = folio
+        else:
+            head.lru_prev = folio
+        self.head = folio
+        self.size += 1
+
+    def remove(self, folio: Folio) -> None:
+        """Unlink ``folio``, which is on this list: lruvec_del_folio()."""
+        prev, nxt = folio.lru_prev, folio.lru_next
+        if prev is None:
+            self.head = nxt
+        else:
+            prev.lru_next = nxt
+        if nxt is None:
+            self.tail = prev
+        else:
+            nxt.lru_prev = prev
+        folio.lru_prev = folio.lru_next = None
+        self.size -= 1
+
+    def first(self) -> Folio | None:
+        """The oldest folio, or None."""
+        return self.head
+
+    def values(self) -> list[Folio]:
+        """The folios, oldest first (a snapshot: the list may change while it is used)."""
+        out: list[Folio] = []
+        folio = self.head
+        while folio is not None:
+            out.append(folio)
+            folio = folio.lru_next
+        return out
+
+
 class Lru:
     """LRU lists plus per-CPU batches; ``release`` is called when a batch drops a last ref."""
 
@@ -34,29 +102,29 @@ class Lru:
     ) -> None:
         self.batch_size = batch_size
         self.new_anon_active = new_anon_active
-        self.active: dict[int, Folio] = {}
-        self.inactive: dict[int, Folio] = {}
+        self.active = LruList("active")
+        self.inactive = LruList("inactive")
         self.batches: list[dict[str, list[Folio]]] = [
             {name: [] for name in BATCH_NAMES} for _ in range(nr_cpus)
         ]
         self.release = release
 
     # -- lists ---------------------------------------------------------------------------
-    def _list(self, name: str) -> dict[int, Folio]:
+    def _list(self, name: str) -> LruList:
         return self.active if name == "active" else self.inactive
 
     def add_to_list(self, folio: Folio, name: str) -> None:
-        """Put a folio on a list and set PG_lru."""
+        """Put a folio on a list (at its newest end) and set PG_lru."""
         if folio.lru:
             self.del_from_list(folio)
-        self._list(name)[folio.pfn] = folio
+        self._list(name).append(folio)
         folio.lru = True
         folio.lru_list = name
 
     def del_from_list(self, folio: Folio) -> None:
         """Take a folio off its list and clear PG_lru (isolation, or freeing)."""
         if folio.lru and folio.lru_list is not None:
-            self._list(folio.lru_list).pop(folio.pfn, None)
+            self._list(folio.lru_list).remove(folio)
         folio.lru = False
         folio.lru_list = None
 
@@ -82,8 +150,12 @@ class Lru:
                 elif batch == "deactivate" and folio.lru:
                     self.add_to_list(folio, "inactive")
                 elif batch == "move_tail" and folio.lru:
-                    self.inactive.pop(folio.pfn, None)
-                    self.inactive[folio.pfn] = folio
+                    # lru_move_tail(): off its list, PG_active cleared, onto the inactive
+                    # list's reclaim end (the kernel's tail), to be reclaimed next.
+                    self.del_from_list(folio)
+                    self.inactive.push_oldest(folio)
+                    folio.lru = True
+                    folio.lru_list = "inactive"
                 elif batch == "lazyfree" and folio.lru and folio.anon and not folio.swapcache:
                     # lru_lazyfree(): clear PG_swapbacked and move it to the inactive
                     # (file) list, where reclaim finds it first.

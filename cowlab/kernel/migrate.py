@@ -34,7 +34,7 @@ from cowlab.geometry import (
     swp_offset,
     swp_type,
 )
-from cowlab.kernel.folio import ISOLATED, PTE, Folio
+from cowlab.kernel.folio import ISOLATED, Folio
 
 if TYPE_CHECKING:
     from cowlab.kernel.kernel import Kernel
@@ -68,7 +68,7 @@ def start_migration(k: Kernel, folio: Folio, release_at: int) -> bool:
         or folio.order
     ):
         return False
-    if k.config.anon_exclusive and folio.maybe_dma_pinned() and any(folio.pae):
+    if k.config.anon_exclusive and folio.maybe_dma_pinned() and folio.any_pae():
         # try_to_migrate_one(): page_try_share_anon_rmap() refuses to unmap a possibly
         # pinned exclusive page, so the migration fails before it starts.
         k.counters["pgmigrate_fail"] += 1
@@ -78,26 +78,23 @@ def start_migration(k: Kernel, folio: Folio, release_at: int) -> bool:
     k.lock_folio(folio, "migration", release_at)
     cfg = k.config
     entries = k.migration_entries.setdefault(folio.pfn, [])
-    for kind, owner, sub in list(folio.ledger):
-        if kind != PTE:
-            continue
-        mm_id, page = owner
+    for mm_id, page, sub in folio.pte_mappings():
         mm = k.mms[mm_id]
         pte = mm.pt[page]
         if pte_write(pte):
             typ = SWP_MIGRATION_WRITE
-        elif cfg.anon_exclusive and folio.pae[sub]:
+        elif cfg.anon_exclusive and folio.pae_of(sub):
             typ = SWP_MIGRATION_READ_EXCLUSIVE
         else:
             typ = SWP_MIGRATION_READ
         if cfg.anon_exclusive:
-            folio.pae[sub] = False
+            folio.set_pae(sub, False)
         if pte_dirty(pte):
             folio.dirty = True
         mm.pt[page] = make_swap_pte(
             typ, folio.pfn + sub, soft_dirty=pte_soft_dirty(pte), uffd_wp=pte_uffd_wp(pte)
         )
-        folio.unmap_pte(owner, sub)
+        folio.unmap_pte(mm_id, page, sub)
         entries.append((mm, page))
         k.flush_tlb(mm, None)
     k.counters["pgmigrate_started"] += 1
@@ -114,7 +111,7 @@ def finish_migration(k: Kernel, folio: Folio, cpu: int) -> bool:
     target = folio
     if moved:
         target = k.alloc_folio(folio.order)
-        target.data = list(folio.data)
+        target.set_data_list(folio.data_list())
         target.dirty = folio.dirty
         target.readahead = folio.readahead
         if in_swapcache:
@@ -130,7 +127,7 @@ def finish_migration(k: Kernel, folio: Folio, cpu: int) -> bool:
         typ = swp_type(pte)
         writable = typ == SWP_MIGRATION_WRITE
         if cfg.anon_exclusive and typ in (SWP_MIGRATION_WRITE, SWP_MIGRATION_READ_EXCLUSIVE):
-            target.pae[sub] = True
+            target.set_pae(sub, True)
         mm.pt[page] = make_pte(
             target.pfn + sub,
             write=writable,
@@ -138,7 +135,7 @@ def finish_migration(k: Kernel, folio: Folio, cpu: int) -> bool:
             soft_dirty=bool(pte & 2),
             uffd_wp=bool(pte & 4),
         )
-        target.map_pte((mm.id, page), sub)
+        target.map_pte(mm.id, page, sub)
     k.unlock_folio(folio)
     if moved:
         k.lru.add(target, cpu)

@@ -45,7 +45,7 @@ def folio_mlocked(k: Kernel, folio: Folio) -> bool:
     """PageMlocked(): is any mapping of ``folio`` inside a VM_LOCKED VMA?"""
     if not k.mlock_used:
         return False  # fast path: nothing was ever mlocked
-    for kind, owner, _sub in folio.ledger:
+    for (kind, owner, _sub), _n in folio.ledger_items():
         if kind not in (PTE, PMD):
             continue
         mm = k.mms.get(owner[0])

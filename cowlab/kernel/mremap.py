@@ -65,6 +65,6 @@ def move_range(k: Kernel, mm: MM, page: int, pages: int, new_page: int) -> None:
                     folio.unmap_pmd((mm.id, p))
                     folio.map_pmd((mm.id, q))
             else:
-                folio.unmap_pte((mm.id, p), sub)
-                folio.map_pte((mm.id, q), sub)
+                folio.unmap_pte(mm.id, p, sub)
+                folio.map_pte(mm.id, q, sub)
     k.flush_tlb(mm, None)

@@ -82,7 +82,7 @@ def can_change_pte_writable(k: Kernel, vma: VMA, pte: int) -> bool:
     if pfn == ZERO_PFN:
         return False
     folio = k.frames[pfn]
-    return not folio.ksm and folio.pae[pfn - folio.pfn]
+    return not folio.ksm and folio.pae_of(pfn - folio.pfn)
 
 
 def clear_soft_dirty(k: Kernel, mm: MM) -> None:

@@ -26,7 +26,7 @@ from cowlab.geometry import (
     pte_young,
     swp_offset,
 )
-from cowlab.kernel.folio import ISOLATED, PTE, ZERO_PFN, Folio
+from cowlab.kernel.folio import ISOLATED, PMD, ZERO_PFN, Folio
 from cowlab.kernel.migrate import is_migration_entry
 from cowlab.kernel.mlock import folio_mlocked
 from cowlab.kernel.mm import MM
@@ -109,9 +109,8 @@ def reclaim_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
             return putback_folio(k, folio, cpu, who)
         return False
     # try_to_unmap(TTU_SPLIT_HUGE_PMD): PMD mappings become PTEs first.
-    for kind, owner, _sub in list(folio.ledger):
-        if kind == "pmd":
-            split_pmd(k, k.mms[owner[0]], owner[1])
+    for owner, _sub, _n in folio.holders(PMD):
+        split_pmd(k, k.mms[owner[0]], owner[1])
     k.lock_folio(folio, "reclaim")
     swap = k.swap
     if folio.swap_entry is None and cfg.reclaim_skips_pinned and folio.maybe_dma_pinned():
@@ -130,19 +129,16 @@ def reclaim_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
     else:
         offset = folio.swap_entry[1]
     # try_to_unmap(): every mapping becomes a swap PTE.
-    for (kind, owner, sub), _n in list(folio.ledger.items()):
-        if kind != PTE:
-            continue
-        mm_id, page = owner
+    for mm_id, page, sub in folio.pte_mappings():
         mm = k.mms[mm_id]
         pte = mm.pt[page]
         excl = False
-        if cfg.anon_exclusive and folio.pae[sub]:
+        if cfg.anon_exclusive and folio.pae_of(sub):
             # page_try_share_anon_rmap(): a maybe-pinned exclusive page stays mapped.
             if folio.maybe_dma_pinned():
                 continue
             excl = cfg.swp_exclusive
-            folio.pae[sub] = False
+            folio.set_pae(sub, False)
         if pte_dirty(pte):
             folio.dirty = True
         mm.pt[page] = make_swap_pte(
@@ -153,7 +149,7 @@ def reclaim_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
             uffd_wp=pte_uffd_wp(pte),
         )
         swap.dup(offset + sub, mm_id)
-        folio.unmap_pte(owner, sub)
+        folio.unmap_pte(mm_id, page, sub)
         k.flush_tlb(mm, cpu)
     if folio.large_mapcount:
         k.unlock_folio(folio)
@@ -161,7 +157,7 @@ def reclaim_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
     if folio.dirty:
         # pageout(): start writeback; the slot holds the data from now on.
         for i in range(folio.nr_pages):
-            swap.contents[offset + i] = folio.data[i]
+            swap.contents[offset + i] = folio.data_of(i)
         folio.dirty = False
         folio.writeback = True
         k.counters["pswpout"] += folio.nr_pages
@@ -249,18 +245,17 @@ def discard_lazyfree(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
     keeps it): every PTE is cleared to pte_none, so the next read maps the zero page and
     the next write a new zeroed page. Returns True if it was discarded.
     """
-    mappings = [(owner, sub) for kind, owner, sub in folio.ledger if kind == PTE]
-    redirtied = folio.dirty or any(pte_dirty(k.mms[o[0]].pt[o[1]]) for o, _ in mappings)
+    mappings = folio.pte_mappings()
+    redirtied = folio.dirty or any(pte_dirty(k.mms[m].pt[p]) for m, p, _ in mappings)
     if redirtied or folio.refcount != 1 + folio.large_mapcount:
         folio.lazyfree = False  # folio_set_swapbacked(): an ordinary anon folio again
         if redirtied:
             folio.dirty = True
         return putback_folio(k, folio, cpu, who)
-    for owner, sub in mappings:
-        mm_id, page = owner
+    for mm_id, page, sub in mappings:
         mm = k.mms[mm_id]
         del mm.pt[page]
-        folio.unmap_pte(owner, sub)
+        folio.unmap_pte(mm_id, page, sub)
         k.flush_tlb(mm, cpu)
     folio.lazyfree = False
     k.put_ref(folio, ISOLATED, who)
@@ -326,10 +321,7 @@ def split_folio_isolated(k: Kernel, folio: Folio, who: str) -> bool:
 def folio_referenced(k: Kernel, folio: Folio) -> int:
     """folio_referenced(): how many PTEs mapping the folio are young; clears them."""
     young = 0
-    for kind, owner, _sub in list(folio.ledger):
-        if kind != PTE:
-            continue
-        mm_id, page = owner
+    for mm_id, page, _sub in folio.pte_mappings():
         mm = k.mms[mm_id]
         pte = mm.pt[page]
         if pte & _PAGE_ACCESSED:
@@ -353,11 +345,12 @@ def shrink_lru(k: Kernel, nr_to_reclaim: int, cpu: int, who: str = "kswapd") -> 
     lru.drain_cpu(cpu)
     split_deferred(k)  # the deferred-split shrinker runs under the same pressure
     while len(lru.active) > len(lru.inactive):
-        oldest = next(iter(lru.active.values()))
+        oldest = lru.active.first()
+        assert oldest is not None
         folio_referenced(k, oldest)
         lru.add_to_list(oldest, "inactive")
     reclaimed = 0
-    for folio in list(lru.inactive.values()):
+    for folio in lru.inactive.values():
         if reclaimed >= nr_to_reclaim:
             break
         if not folio.lru or folio.lru_list != "inactive":

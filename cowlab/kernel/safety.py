@@ -27,7 +27,6 @@ from cowlab.kernel.folio import (
     LRU_BATCH,
     PIN,
     PMD,
-    PTE,
     SPECULATIVE,
     SWAPCACHE,
     Folio,
@@ -89,16 +88,16 @@ def page_truth(
     foreign: list[str] = []
     blockers: list[str] = []
     own_gup = False
-    for kind, owner, sub in folio.ledger:
-        if kind == PTE:
-            if index is not None and sub != index:
-                continue
-            owner_mm, owner_page = owner
-            if owner_mm != mm_id:
-                foreign.append(f"mapping of mm {owner_mm}")
-            elif index is None or owner_page != page or not mapped_by_writer:
-                foreign.append(f"second mapping in mm {owner_mm} at page {owner_page}")
-        elif kind == PMD:
+    for owner_mm, owner_page, sub in folio.pte_mappings():
+        if index is not None and sub != index:
+            continue
+        if owner_mm != mm_id:
+            foreign.append(f"mapping of mm {owner_mm}")
+        elif index is None or owner_page != page or not mapped_by_writer:
+            foreign.append(f"second mapping in mm {owner_mm} at page {owner_page}")
+    ledger = folio.ledger
+    for kind, owner, _sub in () if ledger is None else ledger:
+        if kind == PMD:
             owner_mm, owner_page = owner
             if owner_mm != mm_id:
                 foreign.append(f"PMD mapping of mm {owner_mm}")

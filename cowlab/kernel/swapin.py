@@ -49,14 +49,14 @@ def read_swap_cache_async(k: Kernel, offset: int, cpu: int) -> Folio:
     k.counters["pswpin"] += 1
     spec = k.swap.spec
     if spec.synchronous:
-        folio.data[0] = k.swap.contents.get(offset)
+        folio.set_data(0, k.swap.contents.get(offset))
         k.charge(spec.read_ns)
     else:
         done = k.clock.now + spec.read_ns
         k.lock_folio(folio, "swapin_read", done)
 
         def complete() -> None:
-            folio.data[0] = k.swap.contents.get(offset)
+            folio.set_data(0, k.swap.contents.get(offset))
             k.unlock_folio(folio)
 
         k.clock.schedule(done, complete)
@@ -104,7 +104,7 @@ def do_swap_page(
             # reference) as soon as the folio is added.
             folio.get(FAULT, mm.id)
             k.lru.add(folio, cpu)
-            folio.data[0] = swap.contents.get(offset)
+            folio.set_data(0, swap.contents.get(offset))
             k.counters["pswpin"] += 1
             k.charge(swap.spec.read_ns)
             bypass = True
@@ -186,7 +186,7 @@ def do_swap_page(
     )
     if certainly_exclusive:
         if cfg.anon_exclusive:
-            folio.pae[index] = True
+            folio.set_pae(index, True)
         wp_tracking = uffd or (vma.softdirty_tracking and not soft_dirty)
         if vma.writable and not wp_tracking and (write or cfg.swapin_map_writable_on_read):
             writable = True
@@ -200,7 +200,7 @@ def do_swap_page(
         uffd_wp=uffd,
     )
     mm.pt[page] = new
-    folio.map_pte((mm.id, page), index)
+    folio.map_pte(mm.id, page, index)
     k.put_ref(folio, FAULT, mm.id)
     k.unlock_folio(folio)
     if write and writable:
@@ -283,7 +283,7 @@ def swapin_large_folio(
     folio = k.alloc_folio(order)
     folio.get(FAULT, mm.id)
     for i in range(nr):
-        folio.data[i] = swap.contents.get(first + i)
+        folio.set_data(i, swap.contents.get(first + i))
     k.counters["pswpin"] += nr
     k.charge(swap.spec.read_ns * nr)
     soft_dirty = pte_swp_soft_dirty(pte)
@@ -294,11 +294,11 @@ def swapin_large_folio(
     for i in range(nr):
         _swap_free(k, first + i, mm.id)
         if cfg.anon_exclusive:
-            folio.pae[i] = True
+            folio.set_pae(i, True)
         mm.pt[start + i] = make_pte(
             folio.pfn + i, write=writable, dirty=writable and write, soft_dirty=soft_dirty
         )
-        folio.map_pte((mm.id, start + i), i)
+        folio.map_pte(mm.id, start + i, i)
     k.lru.add(folio, cpu)  # a large folio goes to the LRU at once
     k.put_ref(folio, FAULT, mm.id)
     index = page - start
@@ -361,7 +361,7 @@ def finish_swap_path(
     new = make_pte(folio.pfn + index, write=reuse and vma.writable, dirty=reuse,
                    soft_dirty=soft_dirty or reuse)
     mm.pt[page] = new
-    folio.map_pte((mm.id, page), index)
+    folio.map_pte(mm.id, page, index)
     k.put_ref(folio, FAULT, mm.id)
     if still_locked or folio.lock is not None:
         k.unlock_folio(folio)

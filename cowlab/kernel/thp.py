@@ -35,7 +35,7 @@ from cowlab.geometry import (
 )
 from cowlab.kernel.errors import KernelError
 from cowlab.kernel.fault import FaultRecord
-from cowlab.kernel.folio import PMD, PTE, SWAPCACHE, Folio
+from cowlab.kernel.folio import PMD, SWAPCACHE, Folio
 from cowlab.kernel.mm import MM, VMA
 from cowlab.kernel.safety import judge, page_truth
 
@@ -105,9 +105,9 @@ def map_new_large(k: Kernel, mm: MM, vma: VMA, page: int, order: int, cpu: int,
     nr = 1 << order
     start = huge_start(page, order)
     folio = k.alloc_folio(order)
-    folio.data = [0] * nr
+    folio.set_data_list([0] * nr)
     if k.config.anon_exclusive:
-        folio.pae = [True] * nr
+        folio.set_all_pae(True)
     folio.dirty = True
     writable = vma.writable and (write or not vma.hugetlb)
     huge = order >= 9
@@ -115,7 +115,7 @@ def map_new_large(k: Kernel, mm: MM, vma: VMA, page: int, order: int, cpu: int,
         folio.map_pmd((mm.id, start))
     for i in range(nr):
         if not huge:
-            folio.map_pte((mm.id, start + i), i)
+            folio.map_pte(mm.id, start + i, i)
         mm.pt[start + i] = make_pte(folio.pfn + i, write=writable, dirty=writable,
                                     soft_dirty=True, huge=huge)
     if vma.hugetlb:
@@ -140,9 +140,9 @@ def split_pmd(k: Kernel, mm: MM, start: int) -> None:
     folio.unmap_pmd((mm.id, start))
     for i in range(folio.nr_pages):
         mm.pt[start + i] &= ~_PAGE_PSE
-        folio.map_pte((mm.id, start + i), i)
-    if folio.pae[0]:
-        folio.pae = [True] * folio.nr_pages
+        folio.map_pte(mm.id, start + i, i)
+    if folio.pae_of(0):
+        folio.set_all_pae(True)
     k.counters["thp_split_pmd"] += 1
 
 
@@ -163,30 +163,26 @@ def split_folio(k: Kernel, folio: Folio) -> bool:
     swapcache = folio.nr_pages if folio.swap_entry is not None else 0
     if folio.refcount != folio.large_mapcount + swapcache:
         return False
-    for kind, owner, _sub in list(folio.ledger):
-        if kind == PMD:
-            split_pmd(k, k.mms[owner[0]], owner[1])
+    for owner, _sub, _n in folio.holders(PMD):
+        split_pmd(k, k.mms[owner[0]], owner[1])
     lru_list = folio.lru_list if folio.lru else None
     k.lru.del_from_list(folio)
     k.deferred_split.pop(folio.pfn, None)
     swap = k.swap
     entry = folio.swap_entry
     pieces = [Folio(folio.pfn + i, 0) for i in range(folio.nr_pages)]
-    for (kind, owner, sub), count in folio.ledger.items():
-        for _ in range(count):
-            if kind == PTE:
-                pieces[sub].map_pte(owner, 0)
+    for mm_id, page, sub in folio.pte_mappings():
+        pieces[sub].map_pte(mm_id, page, 0)
     for i, piece in enumerate(pieces):
-        piece.data[0] = folio.data[i]
-        piece.pae[0] = folio.pae[i]
+        piece.set_data(0, folio.data_of(i))
+        piece.set_pae(0, folio.pae_of(i))
         piece.dirty = folio.dirty
         k.frames[piece.pfn] = piece
         if entry is not None:
             piece.swap_entry = (entry[0], entry[1] + i)
             piece.get(SWAPCACHE, None, 1)
             swap.cache[entry[1] + i] = piece
-    folio.ledger.clear()
-    folio.refcount = 0
+    folio.drop_ledger()
     folio.freed = True
     for piece in pieces:
         if piece.refcount == 0:
@@ -228,7 +224,7 @@ def reuse_pmd(k: Kernel, mm: MM, start: int, folio: Folio, unshare: bool, *,
     """do_huge_pmd_wp_page() reuse: the whole PMD becomes writable (or, for unshare, only
     exclusive; in a VMA without VM_WRITE only dirty, maybe_pmd_mkwrite())."""
     if k.config.anon_exclusive:
-        folio.pae = [True] * folio.nr_pages
+        folio.set_all_pae(True)
     if unshare:
         return
     pt = mm.pt
@@ -244,9 +240,9 @@ def copy_huge(k: Kernel, mm: MM, start: int, old: Folio, cpu: int, unshare: bool
     folio mapped at ``start`` for this mm only; the old one loses this mapping."""
     nr = old.nr_pages
     new = k.alloc_folio(old.order)
-    new.data = list(old.data)
+    new.set_data_list(old.data_list())
     if k.config.anon_exclusive:
-        new.pae = [True] * nr
+        new.set_all_pae(True)
     new.dirty = True
     old.unmap_pmd((mm.id, start))
     new.map_pmd((mm.id, start))
@@ -295,9 +291,9 @@ def collapse(k: Kernel, mm: MM, start: int, cpu: int) -> bool:
             return False
         olds.append((p, folio, pte_pfn(pte) - folio.pfn))
     new = k.alloc_folio(9)
-    new.data = [f.data[sub] for _p, f, sub in olds]
+    new.set_data_list([f.data_of(sub) for _p, f, sub in olds])
     if k.config.anon_exclusive:
-        new.pae = [True] * HPAGE_PMD_NR
+        new.set_all_pae(True)
     new.dirty = True
     for p, folio, sub in olds:
         k.put_mapping(folio, mm.id, p, sub)
@@ -327,7 +323,7 @@ def hugetlb_wp(k: Kernel, mm: MM, vma: VMA, page: int, folio: Folio, cpu: int,
     PageAnonExclusive from v5.19; otherwise copy the whole huge page. GUP references are
     invisible to it, which is why cow.c expects hugetlb's vmsplice cases to fail."""
     start = page - (pte_pfn(mm.pt[page]) - folio.pfn)
-    if unshare and (not k.config.anon_exclusive or folio.pae[0]):
+    if unshare and (not k.config.anon_exclusive or folio.pae_of(0)):
         return FaultRecord(mm.name, page, cpu, "unshare", "none", exclusive=True)
     truth = page_truth(folio, None, mm.id, page, cpu, k.gups, k.swap)
     reuse = folio.entire_mapcount == 1

@@ -75,11 +75,18 @@ COVERAGE: dict[type, dict[str, str]] = {
         "speculative": "generic: state (transient GUP-fast references)",
     },
     Folio: {
-        "anon": "state", "data": "state", "dirty": "state", "entire_mapcount": "state",
+        "anon": "state", "dirty": "state", "entire_mapcount": "state",
         "freed": "state", "hugetlb": "state", "ksm": "state", "ledger": "state",
-        "lock": "state", "lru": "state", "lru_list": "state", "mapcount": "state",
+        "lock": "state", "lru": "state", "lru_list": "state",
         "maybe_shared": "state", "mm_counts": "state", "mm_ids": "state",
-        "nr_pages": "state", "order": "state", "pae": "state", "pfn": "PFNs are renamed",
+        "nr_pages": "state", "order": "state", "pfn": "PFNs are renamed",
+        # Per-page state and PTE mappings, serialised through the accessors
+        # (data_list, mapcounts, pae_list, ledger_items).
+        "_data": "state", "_data0": "state", "_mapcount": "state", "_mapcount0": "state",
+        "_pae": "state", "_pae0": "state", "_pte_mm": "state", "_pte_page": "state",
+        "_pte_sub": "state", "_ptes": "state",
+        "lru_prev": "state (the order of the Lru's lists)",
+        "lru_next": "state (the order of the Lru's lists)",
         "pincount": "state", "readahead": "state", "reclaim": "state", "refcount": "state",
         "swap_entry": "state", "writeback": "state",
         "lazyfree": "generic: state (MADV_FREE)",
@@ -275,11 +282,11 @@ class _Canon:
             rel = f.lock.release_at
             lock = (f.lock.reason, None if rel is None else rel - now)
         ledger = sorted(((kind, self.owner(kind, owner), sub, n)
-                         for (kind, owner, sub), n in f.ledger.items()), key=repr)
+                         for (kind, owner, sub), n in f.ledger_items()), key=repr)
         return (
-            f.order, f.nr_pages, f.refcount, tuple(ledger), tuple(f.mapcount),
-            f.entire_mapcount, f.pincount, tuple(f.pae),
-            tuple(self.token(d) for d in f.data), f.anon, f.hugetlb, f.ksm, f.dirty, f.lru,
+            f.order, f.nr_pages, f.refcount, tuple(ledger), tuple(f.mapcounts()),
+            f.entire_mapcount, f.pincount, tuple(f.pae_list()),
+            tuple(self.token(d) for d in f.data_list()), f.anon, f.hugetlb, f.ksm, f.dirty, f.lru,
             f.lru_list, f.writeback, f.reclaim, f.readahead, lock, f.swap_entry, f.freed,
             tuple(None if m is None else self.mm(m) for m in f.mm_ids), tuple(f.mm_counts),
             f.maybe_shared,

@@ -441,7 +441,7 @@ def test_a_fault_on_a_synchronous_device_swaps_in_the_whole_mthp(
     assert (rec.fault, rec.outcome, rec.reason) == ("swap", "reuse", "swapin_exclusive")
     if large:
         assert folio.order == 4 and all(mm.pt[i] & 1 for i in range(16))
-        assert k.counters["pswpin"] == 16 and all(folio.pae)
+        assert k.counters["pswpin"] == 16 and folio.all_pae()
         assert [k.read(mm, i) for i in (0, 4, 15)] == [0, 4, 15]
         assert k.swap.swap_map == {}
     else:

@@ -348,7 +348,7 @@ def test_v6_15_frees_the_swapcache_of_a_large_folio_even_when_reuse_then_fails(
     _mthp_in_swapcache_not_exclusive(k)
     p = k.mms[1]
     folio = k.frames[pte_pfn(p.pt[0])]
-    assert folio.order == 4 and folio.swap_entry is not None and not any(folio.pae)
+    assert folio.order == 4 and folio.swap_entry is not None and not folio.any_pae()
     k.gup(p, 5, 1, pin=False, write=False, name="pipe")
     rec = k.write(p, 0)
     assert (rec.outcome, rec.reason) == ("copy", "large")

@@ -157,7 +157,7 @@ def test_collapse_gives_the_parent_its_own_exclusive_thp_and_the_child_keeps_its
     child = k.fork(parent, "child")
     k.madvise(parent, 0, NR, "collapse")
     head = k.frames[pte_pfn(parent.pt[0])]
-    assert head.order == 9 and all(head.pae) and k.counters["thp_collapse_alloc"] == 1
+    assert head.order == 9 and head.all_pae() and k.counters["thp_collapse_alloc"] == 1
     assert k.write(parent, 3, data="new").outcome == "none"  # writable, exclusive
     assert k.read(child, 3) == 3
     assert k.check_invariants(safe_run=True) == []
