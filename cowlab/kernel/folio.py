@@ -106,7 +106,6 @@ class Folio:
         "maybe_shared",
         "mm_counts",
         "mm_ids",
-        "nr_pages",
         "order",
         "pfn",
         "pincount",
@@ -118,9 +117,10 @@ class Folio:
     )
 
     def __init__(self, pfn: int, order: int = 0) -> None:
+        # (Field order matters to the compiled build: mypyc lays the fields out in the
+        # order they are first assigned, so the one-byte flags come last, together.)
         self.pfn = pfn
         self.order = order
-        self.nr_pages = 1 << order
         self.refcount = 0
         #: References other than PTE mappings, by (kind, owner, sub); None when there
         #: are none (the common state of a mapped page).
@@ -132,11 +132,10 @@ class Folio:
         self._ptes: list[int] | None = None
         # Per-page state: scalars for an order-0 folio, lists for a large one.
         self._mapcount0 = 0
-        self._pae0 = False
         #: Page contents: one opaque token per base page (a write stores a new one).
         self._data0: object = None
         if order:
-            nr = self.nr_pages
+            nr = 1 << order
             self._mapcount = [0] * nr
             self._pae = [False] * nr
             self._data: list[object] = [None] * nr
@@ -146,24 +145,13 @@ class Folio:
             self._data = _NO_DATA
         self.entire_mapcount = 0
         self.pincount = 0
-        self.anon = True
-        self.hugetlb = False
-        self.ksm = False
-        self.dirty = False
-        #: MADV_FREE'd (PG_swapbacked clear): reclaim discards it unless written again.
-        self.lazyfree = False
-        self.lru = False  # PG_lru: on an LRU list (not in a batch, not isolated)
         self.lru_list: str | None = None  # "active" | "inactive" while PG_lru
         #: Neighbours on that LRU list (cowlab.kernel.lru.LruList links through them).
         self.lru_prev: Folio | None = None
         self.lru_next: Folio | None = None
-        self.writeback = False
-        self.reclaim = False  # PG_reclaim: rotate to the inactive tail when writeback ends
-        self.readahead = False  # PG_readahead: read by swap readahead, not yet hit
         self.lock: LockHolder | None = None
         #: Swap entry (type, first offset) while in the swapcache, else None.
         self.swap_entry: tuple[int, int] | None = None
-        self.freed = False
         # v6.15 per-mm mapcount tracking of large folios (1da190f4d0a6's series): two
         # slots of (mm id, mappings); a third mm sets maybe_shared, which clears only
         # when every mapping belongs to one tracked mm again.
@@ -171,9 +159,26 @@ class Folio:
         # folio shares the one pair of lists below, which nothing writes (memory).
         self.mm_ids: list[int | None] = [None, None] if order else _UNTRACKED_IDS
         self.mm_counts = [0, 0] if order else _UNTRACKED_COUNTS
+        self._pae0 = False
+        self.anon = True
+        self.hugetlb = False
+        self.ksm = False
+        self.dirty = False
+        #: MADV_FREE'd (PG_swapbacked clear): reclaim discards it unless written again.
+        self.lazyfree = False
+        self.lru = False  # PG_lru: on an LRU list (not in a batch, not isolated)
+        self.writeback = False
+        self.reclaim = False  # PG_reclaim: rotate to the inactive tail when writeback ends
+        self.readahead = False  # PG_readahead: read by swap readahead, not yet hit
+        self.freed = False
         self.maybe_shared = False
 
     # -- derived state -------------------------------------------------------------------
+    @property
+    def nr_pages(self) -> int:
+        """Base pages in the folio: ``2**order``."""
+        return 1 << self.order
+
     @property
     def is_large(self) -> bool:
         """True for order >= 1."""

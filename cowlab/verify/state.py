@@ -79,7 +79,7 @@ COVERAGE: dict[type, dict[str, str]] = {
         "freed": "state", "hugetlb": "state", "ksm": "state", "ledger": "state",
         "lock": "state", "lru": "state", "lru_list": "state",
         "maybe_shared": "state", "mm_counts": "state", "mm_ids": "state",
-        "nr_pages": "state", "order": "state", "pfn": "PFNs are renamed",
+        "order": "state", "pfn": "PFNs are renamed",
         # Per-page state and PTE mappings, serialised through the accessors
         # (data_list, mapcounts, pae_list, ledger_items).
         "_data": "state", "_data0": "state", "_mapcount": "state", "_mapcount0": "state",
