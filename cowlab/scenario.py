@@ -51,7 +51,7 @@ _REQ = object()  # marks a required field
 
 # Field type names used in messages.
 _INT, _STR, _BOOL, _NUM, _LIST = "integer", "string", "boolean", "number", "list"
-_ANY = "integer or string"
+_ANY = "64-bit integer or string"
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,11 @@ def _type_ok(kind: str, value: object) -> bool:
     if kind == _LIST:
         return isinstance(value, list)
     if kind == _ANY:
-        return isinstance(value, (int, str)) and not isinstance(value, bool)
+        # Page contents are one 64-bit word (signed or unsigned) or a string: larger
+        # integers are the kernel's own tokens for writes without data.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return -(1 << 63) <= value < 1 << 64
+        return isinstance(value, str)
     return isinstance(value, str)
 
 

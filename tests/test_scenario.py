@@ -478,7 +478,13 @@ def test_swap_slots_out_of_range_is_rejected(tmp_path: Path, slots: int) -> None
 def test_write_data_of_the_wrong_type_is_rejected(tmp_path: Path) -> None:
     step = {"op": "write", "mm": "a", "page": 0, "data": 1.5}
     _, msg = load_error(tmp_path, {"steps": [MMAP_A, step]})
-    assert "step 1 (write): field 'data': expected integer or string, got 1.5" in msg
+    assert "step 1 (write): field 'data': expected 64-bit integer or string, got 1.5" in msg
+
+
+def test_write_data_beyond_a_64_bit_word_is_rejected(tmp_path: Path) -> None:
+    step = {"op": "write", "mm": "a", "page": 0, "data": 1 << 64}
+    _, msg = load_error(tmp_path, {"steps": [MMAP_A, step]})
+    assert f"field 'data': expected 64-bit integer or string, got {1 << 64}" in msg
 
 
 # --------------------------------------------------------------------------- shipped scenarios

@@ -24,7 +24,7 @@ import functools
 import gc
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from cowlab.geometry import (
     _PAGE_ACCESSED,
@@ -134,6 +134,11 @@ ADVICES = (
 #: Advice refused with EINVAL on a VM_LOCKED range (can_madv_lru_vma(),
 #: madvise_dontneed_free_valid_vma()).
 _LOCKED_EINVAL = ("pageout", "cold", "dontneed", "free")
+
+#: The contents of a page written without ``data`` is ``WRITE_TOKEN_BASE + n`` for the
+#: n-th such write: one integer per page (a scenario's data is a 64-bit word or a
+#: string, so never equal to one of these).
+WRITE_TOKEN_BASE: Final = 1 << 64
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -677,8 +682,10 @@ class Kernel:
     def write(self, mm: MM, page: int, cpu: int = 0, data: object = None) -> FaultRecord:
         """A store to ``page``; returns the write attempt's record.
 
-        The page's content becomes ``data``, or a fresh unique token when None (so two
-        pages hold equal content only when written with the same ``data``, or copied).
+        The page's content becomes ``data`` (a 64-bit word or a string), or a fresh
+        unique token when None (so two pages hold equal content only when written with
+        the same ``data``, or copied). The fresh tokens are the integers from
+        :data:`WRITE_TOKEN_BASE` up, which no 64-bit word equals.
         """
         # An operation (see @operation), spelled out: the hottest calls skip the wrapper.
         if self._in_op:
@@ -715,7 +722,7 @@ class Kernel:
         """The write lands in whatever page the PTE now maps."""
         if data is None:
             self.write_seq += 1
-            data = ("w", self.write_seq)
+            data = WRITE_TOKEN_BASE + self.write_seq
         pfn = pte_pfn(mm.pt[page])
         folio = self.frames[pfn]
         folio.set_data(pfn - folio.pfn, data)
