@@ -16,9 +16,10 @@ order 0 and mapped once, so the layout is made for that case (the kernel's own
 * the PTE mappings (the reverse map) are not dictionary entries: the first one is
   three integer fields (mm id, virtual page, page index), further ones go to a flat
   list of integer triples, allocated only when a second mapping appears (fork);
-* every other reference lives in :attr:`Folio.ledger`, a dict keyed by
-  ``(kind, owner, page index)`` that exists only while such references are held
-  (None otherwise: an LRU batch's reference is dropped when the batch drains);
+* every other reference is a (kind, owner, page index, count) entry of a flat list
+  that exists only while such references are held (None otherwise: an LRU batch's
+  reference is dropped when the batch drains); a folio rarely holds more than two,
+  so a scan beats hashing a tuple key;
 * per-page state (mapcount, PageAnonExclusive, contents) is a scalar field for an
   order-0 folio and a list for a large one, read and written through accessors
   (:meth:`Folio.pae_of`, :meth:`Folio.set_pae`, :meth:`Folio.data_of` ...);
@@ -90,6 +91,7 @@ class Folio:
         "_pte_page",
         "_pte_sub",
         "_ptes",
+        "_refs",
         "anon",
         "dirty",
         "entire_mapcount",
@@ -97,7 +99,6 @@ class Folio:
         "hugetlb",
         "ksm",
         "lazyfree",
-        "ledger",
         "lock",
         "lru",
         "lru_list",
@@ -122,9 +123,9 @@ class Folio:
         self.pfn = pfn
         self.order = order
         self.refcount = 0
-        #: References other than PTE mappings, by (kind, owner, sub); None when there
-        #: are none (the common state of a mapped page).
-        self.ledger: dict[LedgerKey, int] | None = None
+        # References other than PTE mappings as flat (kind, owner, sub, count) quads;
+        # None when there are none (the common state of a mapped page).
+        self._refs: list[Any] | None = None
         # The first PTE mapping (mm id -1: none) and the others as flat triples.
         self._pte_mm = -1
         self._pte_page = 0
@@ -285,35 +286,75 @@ class Folio:
             self._data0 = values[0]
 
     # -- the ledger ----------------------------------------------------------------------
+    def _find(self, kind: str, owner: Any, sub: int) -> int:
+        """Index of the (kind, owner, sub) entry in the reference list, or -1."""
+        refs = self._refs
+        if refs is not None:
+            for j in range(0, len(refs), 4):
+                if refs[j] == kind and refs[j + 2] == sub and refs[j + 1] == owner:
+                    return j
+        return -1
+
     def get(self, kind: str, owner: Any = None, n: int = 1, sub: int = 0) -> None:
         """Take ``n`` references for ``(kind, owner, sub)`` (PTE mappings: :meth:`map_pte`)."""
-        key = (kind, owner, sub)
-        ledger = self.ledger
-        if ledger is None:
-            self.ledger = {key: n}
+        refs = self._refs
+        if refs is None:
+            self._refs = [kind, owner, sub, n]
         else:
-            ledger[key] = ledger.get(key, 0) + n
+            j = self._find(kind, owner, sub)
+            if j < 0:
+                refs.append(kind)
+                refs.append(owner)
+                refs.append(sub)
+                refs.append(n)
+            else:
+                refs[j + 3] += n
         self.refcount += n
 
     def put(self, kind: str, owner: Any = None, n: int = 1, sub: int = 0) -> None:
         """Drop ``n`` references taken by ``get`` with the same key."""
-        key = (kind, owner, sub)
-        ledger = self.ledger
-        have = 0 if ledger is None else ledger.get(key, 0)
-        if have < n or ledger is None:
-            raise LedgerError(f"folio pfn {self.pfn:#x}: put of {n} {key} but only {have} held")
+        refs = self._refs
+        j = self._find(kind, owner, sub)
+        have: int = 0 if j < 0 or refs is None else refs[j + 3]
+        if have < n or refs is None:
+            raise LedgerError(
+                f"folio pfn {self.pfn:#x}: put of {n} {(kind, owner, sub)} but only {have} held"
+            )
         if have == n:
-            del ledger[key]
-            if not ledger:
-                self.ledger = None
+            del refs[j:j + 4]
+            if not refs:
+                self._refs = None
         else:
-            ledger[key] = have - n
+            refs[j + 3] = have - n
         self.refcount -= n
 
     def count(self, kind: str, owner: Any = None, sub: int = 0) -> int:
         """References held for ``(kind, owner, sub)`` (PTE mappings: :meth:`maps`)."""
-        ledger = self.ledger
-        return 0 if ledger is None else ledger.get((kind, owner, sub), 0)
+        j = self._find(kind, owner, sub)
+        refs = self._refs
+        return 0 if j < 0 or refs is None else int(refs[j + 3])
+
+    def has_refs(self) -> bool:
+        """True if the folio holds references other than its PTE mappings."""
+        return self._refs is not None
+
+    def refs(self) -> list[tuple[str, Any, int, int]]:
+        """References other than PTE mappings as (kind, owner, sub, count), in the order
+        they were first taken."""
+        refs = self._refs
+        if refs is None:
+            return []
+        return [(refs[j], refs[j + 1], refs[j + 2], refs[j + 3]) for j in range(0, len(refs), 4)]
+
+    def sole_mapping_is(self, mm_id: int, page: int, index: int) -> bool:
+        """True if the folio's one and only PTE mapping is page ``index`` at ``page`` of
+        mm ``mm_id`` (no other PTE mapping, whatever else it holds)."""
+        return (
+            self._pte_mm == mm_id
+            and self._pte_page == page
+            and self._pte_sub == index
+            and self._ptes is None
+        )
 
     def map_pte(self, mm_id: int, page: int, index: int) -> None:
         """A PTE of mm ``mm_id`` at virtual ``page`` now maps page ``index``: +1 ref,
@@ -449,23 +490,19 @@ class Folio:
         out: list[tuple[LedgerKey, int]] = [
             ((PTE, (mm_id, page), sub), 1) for mm_id, page, sub in self.pte_mappings()
         ]
-        ledger = self.ledger
-        if ledger is not None:
-            out.extend(ledger.items())
+        for kind, owner, sub, count in self.refs():
+            out.append(((kind, owner, sub), count))
         return out
 
     def holders(self, kind: str) -> list[tuple[Any, int, int]]:
         """Ledger entries of one kind as (owner, sub, count)."""
         if kind == PTE:
             return [((m, p), s, 1) for m, p, s in self.pte_mappings()]
-        ledger = self.ledger
-        if ledger is None:
-            return []
-        return [(o, s, c) for (k, o, s), c in ledger.items() if k == kind]
+        return [(o, s, c) for k, o, s, c in self.refs() if k == kind]
 
     def drop_ledger(self) -> None:
         """Forget every reference at once (the folio is being replaced: THP split)."""
-        self.ledger = None
+        self._refs = None
         self._pte_mm = -1
         self._ptes = None
         self.refcount = 0
@@ -497,8 +534,11 @@ class Folio:
             problems.append(f"entire mapcount {self.entire_mapcount} != ledger {entire}")
         if self.order and pins != self.pincount:
             problems.append(f"pincount {self.pincount} != ledger {pins}")
-        if self.ledger is not None and not self.ledger:
-            problems.append("an empty ledger dict is kept (it should be None)")
+        if self._refs is not None and not self._refs:
+            problems.append("an empty reference list is kept (it should be None)")
+        keys = [(kind, owner, sub) for kind, owner, sub, _n in self.refs()]
+        if len(set(map(repr, keys))) != len(keys):
+            problems.append(f"a reference is recorded twice: {keys}")
         return problems
 
     def describe(self) -> str:

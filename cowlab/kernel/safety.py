@@ -85,6 +85,20 @@ def page_truth(
     ``mapped_by_writer`` is how many of the writer's mappings of this page are
     expected (1 on the wp path; 0 on the swap path, before do_swap_page maps it).
     """
+    if (
+        index is not None
+        and mapped_by_writer == 1
+        and not folio.order
+        and folio.sole_mapping_is(mm_id, page, index)
+        and not folio.has_refs()
+        and folio.swap_entry is None
+        and not folio.writeback
+        and folio.lock is None
+        and not folio.ksm
+    ):
+        # The common case, decided without building anything: the writer's own
+        # mapping is the page's only reference and no flag blocks a reuse.
+        return EXCLUSIVE
     foreign: list[str] = []
     blockers: list[str] = []
     own_gup = False
@@ -95,8 +109,7 @@ def page_truth(
             foreign.append(f"mapping of mm {owner_mm}")
         elif index is None or owner_page != page or not mapped_by_writer:
             foreign.append(f"second mapping in mm {owner_mm} at page {owner_page}")
-    ledger = folio.ledger
-    for kind, owner, _sub in () if ledger is None else ledger:
+    for kind, owner, _sub, _n in folio.refs():
         if kind == PMD:
             owner_mm, owner_page = owner
             if owner_mm != mm_id:

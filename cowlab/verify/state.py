@@ -76,7 +76,7 @@ COVERAGE: dict[type, dict[str, str]] = {
     },
     Folio: {
         "anon": "state", "dirty": "state", "entire_mapcount": "state",
-        "freed": "state", "hugetlb": "state", "ksm": "state", "ledger": "state",
+        "freed": "state", "hugetlb": "state", "ksm": "state", "_refs": "state",
         "lock": "state", "lru": "state", "lru_list": "state",
         "maybe_shared": "state", "mm_counts": "state", "mm_ids": "state",
         "order": "state", "pfn": "PFNs are renamed",
@@ -290,7 +290,7 @@ class _Canon:
             f.lru_list, f.writeback, f.reclaim, f.readahead, lock, f.swap_entry, f.freed,
             tuple(None if m is None else self.mm(m) for m in f.mm_ids), tuple(f.mm_counts),
             f.maybe_shared,
-            self.extra(f, Folio, ("ledger", "data", "lock", "mm_ids")),
+            self.extra(f, Folio, ("lock", "mm_ids")),
         )
 
     def event(self, cb: Callable[[], None]) -> Any:

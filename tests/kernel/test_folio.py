@@ -33,15 +33,16 @@ def test_unmapping_a_mapping_the_folio_does_not_have_is_a_ledger_error() -> None
     assert folio.refcount == 1 and folio.pte_mapcount(0) == 1
 
 
-def test_the_ledger_dict_exists_only_while_other_references_are_held() -> None:
+def test_the_reference_list_exists_only_while_other_references_are_held() -> None:
     folio = Folio(0x100)
     folio.map_pte(1, 7, 0)
-    assert folio.ledger is None
+    assert not folio.has_refs()
     folio.get(LRU_BATCH, (0, "lru_add"))
-    assert folio.ledger == {(LRU_BATCH, (0, "lru_add"), 0): 1}
-    assert folio.ledger_items() == [((PTE, (1, 7), 0), 1), ((LRU_BATCH, (0, "lru_add"), 0), 1)]
-    folio.put(LRU_BATCH, (0, "lru_add"))
-    assert folio.ledger is None and folio.refcount == 1
+    folio.get(LRU_BATCH, (0, "lru_add"))
+    assert folio.refs() == [(LRU_BATCH, (0, "lru_add"), 0, 2)]
+    assert folio.ledger_items() == [((PTE, (1, 7), 0), 1), ((LRU_BATCH, (0, "lru_add"), 0), 2)]
+    folio.put(LRU_BATCH, (0, "lru_add"), 2)
+    assert not folio.has_refs() and folio.refcount == 1 and folio.check_ledger() == []
     with pytest.raises(LedgerError, match="only 0 held"):
         folio.put(LRU_BATCH, (0, "lru_add"))
 
