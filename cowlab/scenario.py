@@ -512,9 +512,9 @@ class ScenarioRunner:
             self.scenario,
             name,
             list(k.records),
-            dict(k.counters),
+            k.counters.as_dict(),
             list(k.violations),
-            summarize(k.records, k.counters),
+            summarize(k.records, k.counters.as_dict()),
             k,
         )
 

@@ -137,7 +137,7 @@ def copy_huge_mapping(k: Kernel, parent: MM, child: MM, start: int, folio: Folio
             child.pt[start + i] = make_pte(new.pfn + i, write=True, dirty=True,
                                            soft_dirty=True, huge=True)
         k.charge(k.costs.copy_ns(nr))
-        k.counters["pages_copied"] += nr
+        k.counters.pages_copied += nr
         return False
     if k.config.anon_exclusive:
         folio.set_all_pae(False)
@@ -172,7 +172,7 @@ def copy_page_for_child(k: Kernel, child: MM, page: int, folio: Folio, sub: int,
     new.map_pte(child.id, page, 0)
     child.pt[page] = make_pte(new.pfn, write=True, dirty=True, soft_dirty=True)
     k.lru.add(new, cpu)
-    k.counters["pages_copied"] += 1
+    k.counters.pages_copied += 1
 
 
 # ==================================================================================

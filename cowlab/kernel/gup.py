@@ -144,13 +144,13 @@ def get_user_pages(
                 # it is never freed, so its reference is not kept in a ledger.
                 if pin:
                     mm.has_pinned = True
-                    k.counters["nr_foll_pin_acquired"] += 1
+                    k.counters.nr_foll_pin_acquired += 1
                 continue
             folio = k.frames[pfn]
             if pin:
                 folio.pin(handle.id)
                 mm.has_pinned = True
-                k.counters["nr_foll_pin_acquired"] += 1
+                k.counters.nr_foll_pin_acquired += 1
             else:
                 folio.get("gup", handle.id)
     except BaseException:
@@ -187,12 +187,12 @@ def _drop_handles(k: Kernel, ids: list[int]) -> None:
         handle = k.gups.pop(hid)
         if handle.pfn == ZERO_PFN:
             if handle.pin:
-                k.counters["nr_foll_pin_released"] += 1
+                k.counters.nr_foll_pin_released += 1
             continue
         folio = k.frames[handle.pfn]
         if handle.pin:
             folio.unpin(hid)
-            k.counters["nr_foll_pin_released"] += 1
+            k.counters.nr_foll_pin_released += 1
             if folio.refcount == 0:
                 k.release_folio(folio)
         else:

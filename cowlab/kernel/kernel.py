@@ -305,7 +305,7 @@ class Kernel:
         frames = self.frames
         for i in range(nr):
             frames[pfn + i] = folio
-        self.counters["pages_allocated"] += nr
+        self.counters.pages_allocated += nr
         return folio
 
     @property
@@ -326,7 +326,7 @@ class Kernel:
             return
         target = self.watermarks[0] - free + 32
         reclaimed = shrink_lru(self, target, cpu, "direct_reclaim")
-        self.counters["allocstall"] += 1
+        self.counters.allocstall += 1
         free = self.nr_free_pages
         if not reclaimed and free is not None and free <= 0:
             due = self.clock.next_event_time()
@@ -423,14 +423,14 @@ class Kernel:
     def lru_add_drain(self, cpu: int) -> None:
         """lru_add_drain() on ``cpu`` (~0.5 us)."""
         self.lru.drain_cpu(cpu)
-        self.counters["lru_add_drain"] += 1
+        self.counters.lru_add_drain += 1
         self.busy_ns += self.costs.lru_drain_ns
 
     @operation
     def lru_add_drain_all(self) -> None:
         """lru_add_drain_all(): every CPU's batches (tens of us)."""
         self.lru.drain_all()
-        self.counters["lru_add_drain_all"] += 1
+        self.counters.lru_add_drain_all += 1
         self.busy_ns += self.costs.lru_drain_all_ns
 
     def try_to_free_swap(self, folio: Folio) -> bool:
@@ -637,7 +637,7 @@ class Kernel:
         """
         others = len(mm.cpus) - (1 if cpu in mm.cpus or (cpu is None and mm.cpus) else 0)
         if others > 0:
-            self.counters["nr_tlb_remote_flush"] += 1
+            self.counters.nr_tlb_remote_flush += 1
             self.busy_ns += self.costs.tlb_remote_ns
 
     def vma_or_error(self, mm: MM, page: int) -> VMA:
@@ -742,7 +742,7 @@ class Kernel:
 
         The record's latency is the simulated time the fault charged.
         """
-        self.counters["pgfault"] += 1
+        self.counters.pgfault += 1
         start = self.clock.now
         busy = self.busy_ns
         self.busy_ns += self.costs.fault_ns
@@ -952,15 +952,15 @@ class Kernel:
             if not reuse:
                 # Mapped read-only: the write continues into do_wp_page().
                 return self.do_wp_page(mm, vma, page, mm.pt[page], cpu, fault_kind="swap")
-            counters["swapin_reuse"] += 1
+            counters.swapin_reuse += 1
         elif path == "pmd":
             if view.locked_by_policy:
                 self.unlock_folio(folio)
             start = page - index
             if reuse:
                 reuse_pmd(self, mm, start, folio, unshare, writable=vma.writable)
-                counters["pgreuse"] += 1
-                counters["anon_wp_reuse"] += 1
+                counters.pgreuse += 1
+                counters.anon_wp_reuse += 1
             elif not self.config.thp_cow_copies_whole:
                 # v5.8+ (3917c80280c9): split the PMD and fall back to the 4 KiB page.
                 split_pmd(self, mm, start)
@@ -975,8 +975,8 @@ class Kernel:
                 self.unlock_folio(folio)
             if reuse:
                 self._reuse_page(mm, vma, page, folio, index, unshare)
-                counters["pgreuse"] += 1
-                counters["anon_wp_reuse"] += 1
+                counters.pgreuse += 1
+                counters.anon_wp_reuse += 1
             else:
                 self._copy_page(mm, vma, page, folio, cpu, unshare=unshare)
                 reason = decision.reason
@@ -1035,9 +1035,9 @@ class Kernel:
             sub = pte_pfn(old_pte) - old.pfn
             new.set_data(0, old.data_of(sub))
             self.busy_ns += costs.alloc_ns + costs.copy_4k_ns + costs.rmap_ns
-            self.counters["pages_copied"] += 1
+            self.counters.pages_copied += 1
             if old.ksm:
-                self.counters["cow_ksm"] += 1
+                self.counters.cow_ksm += 1
         if self.config.anon_exclusive:
             new.set_pae(0, True)
         new.map_pte(mm.id, page, 0)

@@ -68,7 +68,7 @@ def merge_pages(k: Kernel, pages: list[tuple[MM, int]]) -> int:
         k.put_mapping(folio, mm.id, p, sub)
         k.flush_tlb(mm, None)
         merged += 1
-        k.counters["ksm_merged"] += 1
+        k.counters.ksm_merged += 1
     return merged
 
 

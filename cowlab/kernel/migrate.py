@@ -71,7 +71,7 @@ def start_migration(k: Kernel, folio: Folio, release_at: int) -> bool:
     if k.config.anon_exclusive and folio.maybe_dma_pinned() and folio.any_pae():
         # try_to_migrate_one(): page_try_share_anon_rmap() refuses to unmap a possibly
         # pinned exclusive page, so the migration fails before it starts.
-        k.counters["pgmigrate_fail"] += 1
+        k.counters.pgmigrate_fail += 1
         return False
     k.lru.del_from_list(folio)
     folio.get(ISOLATED, "migration")
@@ -97,7 +97,7 @@ def start_migration(k: Kernel, folio: Folio, release_at: int) -> bool:
         folio.unmap_pte(mm_id, page, sub)
         entries.append((mm, page))
         k.flush_tlb(mm, None)
-    k.counters["pgmigrate_started"] += 1
+    k.counters.pgmigrate_started += 1
     return True
 
 
@@ -117,9 +117,9 @@ def finish_migration(k: Kernel, folio: Folio, cpu: int) -> bool:
         if in_swapcache:
             k.swap.migrate_cache(folio, target)
         k.charge(k.costs.alloc_ns + k.costs.copy_ns(folio.nr_pages))
-        k.counters["pgmigrate_success"] += 1
+        k.counters.pgmigrate_success += 1
     else:
-        k.counters["pgmigrate_fail"] += 1
+        k.counters.pgmigrate_fail += 1
     cfg = k.config
     for mm, page, pte in entries:
         # A process that exited or unmapped meanwhile took its entry with it.

@@ -160,7 +160,7 @@ def reclaim_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
             swap.contents[offset + i] = folio.data_of(i)
         folio.dirty = False
         folio.writeback = True
-        k.counters["pswpout"] += folio.nr_pages
+        k.counters.pswpout += folio.nr_pages
         if swap.synchronous:
             k.charge(swap.spec.write_ns)
             end_writeback(k, folio, cpu)
@@ -362,5 +362,5 @@ def shrink_lru(k: Kernel, nr_to_reclaim: int, cpu: int, who: str = "kswapd") -> 
         folio.get(ISOLATED, who)
         if reclaim_folio(k, folio, cpu, who):
             reclaimed += folio.nr_pages
-    k.counters["pgscan"] += 1
+    k.counters.pgscan += 1
     return reclaimed

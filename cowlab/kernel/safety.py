@@ -102,13 +102,14 @@ def page_truth(
     foreign: list[str] = []
     blockers: list[str] = []
     own_gup = False
-    for owner_mm, owner_page, sub in folio.pte_mappings():
-        if index is not None and sub != index:
-            continue
-        if owner_mm != mm_id:
-            foreign.append(f"mapping of mm {owner_mm}")
-        elif index is None or owner_page != page or not mapped_by_writer:
-            foreign.append(f"second mapping in mm {owner_mm} at page {owner_page}")
+    if index is None or not mapped_by_writer or not folio.sole_mapping_is(mm_id, page, index):
+        for owner_mm, owner_page, sub in folio.pte_mappings():
+            if index is not None and sub != index:
+                continue
+            if owner_mm != mm_id:
+                foreign.append(f"mapping of mm {owner_mm}")
+            elif index is None or owner_page != page or not mapped_by_writer:
+                foreign.append(f"second mapping in mm {owner_mm} at page {owner_page}")
     for kind, owner, _sub, _n in folio.refs():
         if kind == PMD:
             owner_mm, owner_page = owner
@@ -171,7 +172,7 @@ def page_truth(
         exclusive=not foreign,
         own_gup=own_gup,
         foreign=tuple(foreign),
-        blockers=tuple(dict.fromkeys(blockers)),
+        blockers=tuple(dict.fromkeys(blockers)) if len(blockers) > 1 else tuple(blockers),
     )
 
 

@@ -46,7 +46,7 @@ def read_swap_cache_async(k: Kernel, offset: int, cpu: int) -> Folio:
     folio = k.alloc_folio(0)
     k.swap.add_to_cache(folio, offset)
     k.lru.add(folio, cpu)
-    k.counters["pswpin"] += 1
+    k.counters.pswpin += 1
     spec = k.swap.spec
     if spec.synchronous:
         folio.set_data(0, k.swap.contents.get(offset))
@@ -78,7 +78,7 @@ def swapin_readahead(k: Kernel, offset: int, cpu: int) -> Folio:
         folio = read_swap_cache_async(k, off, cpu)
         if off != offset:
             folio.readahead = True
-            k.counters["swap_ra"] += 1
+            k.counters.swap_ra += 1
     k.lru_add_drain(cpu)
     return k.swap.cache[offset]
 
@@ -93,7 +93,7 @@ def do_swap_page(
     folio = swap.cache.get(offset)
     bypass = False
     if folio is None:
-        k.counters["pgmajfault"] += 1
+        k.counters.pgmajfault += 1
         if swap.synchronous and swap.count(offset) == 1:
             order = large_swapin_order(k, mm, vma, page, pte) if cfg.swapin_large_folio else 0
             if order:
@@ -105,7 +105,7 @@ def do_swap_page(
             folio.get(FAULT, mm.id)
             k.lru.add(folio, cpu)
             folio.set_data(0, swap.contents.get(offset))
-            k.counters["pswpin"] += 1
+            k.counters.pswpin += 1
             k.charge(swap.spec.read_ns)
             bypass = True
         else:
@@ -115,7 +115,7 @@ def do_swap_page(
         if folio.readahead:
             folio.readahead = False
             swap.ra_hits += 1
-            k.counters["swap_ra_hit"] += 1
+            k.counters.swap_ra_hit += 1
         folio.get(FAULT, mm.id)
     # folio_lock_or_retry(): sleep until an in-flight read (or other holder) is done; under
     # the engine the fault drops its reference and is retried then (VM_FAULT_RETRY).
@@ -205,7 +205,7 @@ def do_swap_page(
     k.unlock_folio(folio)
     if write and writable:
         # The kernel's own reuse: judged like any other, though it never asks the policy.
-        k.counters["swapin_reuse"] += 1
+        k.counters.swapin_reuse += 1
         truth = page_truth(folio, index, mm.id, page, cpu, k.gups, swap)
         return FaultRecord(
             mm.name,
@@ -284,7 +284,7 @@ def swapin_large_folio(
     folio.get(FAULT, mm.id)
     for i in range(nr):
         folio.set_data(i, swap.contents.get(first + i))
-    k.counters["pswpin"] += nr
+    k.counters.pswpin += nr
     k.charge(swap.spec.read_ns * nr)
     soft_dirty = pte_swp_soft_dirty(pte)
     wp_tracking = vma.softdirty_tracking and not soft_dirty
@@ -303,7 +303,7 @@ def swapin_large_folio(
     k.put_ref(folio, FAULT, mm.id)
     index = page - start
     if write and writable:
-        k.counters["swapin_reuse"] += 1
+        k.counters.swapin_reuse += 1
         truth = page_truth(folio, index, mm.id, page, cpu, k.gups, swap)
         return FaultRecord(
             mm.name, page, cpu, "swap", "reuse", "swapin_exclusive",

@@ -122,7 +122,7 @@ def map_new_large(k: Kernel, mm: MM, vma: VMA, page: int, order: int, cpu: int,
         folio.hugetlb = True
     else:
         k.lru.add(folio, cpu)
-    k.counters["thp_fault_alloc"] += 1
+    k.counters.thp_fault_alloc += 1
     k.charge(k.costs.alloc_ns + k.costs.zero_4k_ns * nr)
     return FaultRecord(mm.name, page, cpu, "anon", "none")
 
@@ -143,7 +143,7 @@ def split_pmd(k: Kernel, mm: MM, start: int) -> None:
         folio.map_pte(mm.id, start + i, i)
     if folio.pae_of(0):
         folio.set_all_pae(True)
-    k.counters["thp_split_pmd"] += 1
+    k.counters.thp_split_pmd += 1
 
 
 def split_pmds_in(k: Kernel, mm: MM, start: int, end: int) -> None:
@@ -189,7 +189,7 @@ def split_folio(k: Kernel, folio: Folio) -> bool:
             k.release_folio(piece)
         elif lru_list is not None:
             k.lru.add_to_list(piece, lru_list)
-    k.counters["thp_split_page"] += 1
+    k.counters.thp_split_page += 1
     return True
 
 
@@ -204,7 +204,7 @@ def note_partially_mapped(k: Kernel, folio: Folio) -> None:
         and any(folio.page_mapcount(i) == 0 for i in range(folio.nr_pages))
     ):
         k.deferred_split[folio.pfn] = folio
-        k.counters["thp_deferred_split_page"] += 1
+        k.counters.thp_deferred_split_page += 1
 
 
 def split_deferred(k: Kernel) -> int:
@@ -256,7 +256,7 @@ def copy_huge(k: Kernel, mm: MM, start: int, old: Folio, cpu: int, unshare: bool
     else:
         k.lru.add(new, cpu)
     k.charge(k.costs.alloc_ns + k.costs.copy_ns(nr) + k.costs.rmap_ns)
-    k.counters["pages_copied"] += nr
+    k.counters.pages_copied += nr
     if old.refcount == 0:
         k.release_folio(old)
     k.flush_tlb(mm, cpu)
@@ -304,7 +304,7 @@ def collapse(k: Kernel, mm: MM, start: int, cpu: int) -> bool:
     k.lru.add(new, cpu)
     k.flush_tlb(mm, cpu)
     k.charge(k.costs.alloc_ns + k.costs.copy_ns(HPAGE_PMD_NR))
-    k.counters["thp_collapse_alloc"] += 1
+    k.counters.thp_collapse_alloc += 1
     return True
 
 
@@ -329,7 +329,7 @@ def hugetlb_wp(k: Kernel, mm: MM, vma: VMA, page: int, folio: Folio, cpu: int,
     reuse = folio.entire_mapcount == 1
     if reuse:
         reuse_pmd(k, mm, start, folio, unshare, writable=vma.writable)
-        k.counters["pgreuse"] += 1
+        k.counters.pgreuse += 1
     else:
         copy_huge(k, mm, start, folio, cpu, unshare, writable=vma.writable)
     return FaultRecord(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from cowlab.kernel.counters import COUNTER_NAMES, new_counters
 from cowlab.kernel.folio import LRU_BATCH, PTE, Folio, LedgerError
 from cowlab.kernel.kernel import WRITE_TOKEN_BASE
 from cowlab.kernel.lru import LruList
@@ -100,3 +101,18 @@ def test_writes_without_data_get_tokens_no_64_bit_word_equals() -> None:
     k.write(mm, 1, data=(1 << 64) - 1)
     first, second = k.read(mm, 0), k.read(mm, 1)
     assert isinstance(first, int) and first > WRITE_TOKEN_BASE and first != second
+
+
+def test_counters_are_fields_read_as_a_mapping_in_report_order() -> None:
+    counters = new_counters()
+    counters.pswpin += 2
+    counters["pgreuse"] += 1
+    assert counters["pswpin"] == 2 and counters.get("pgreuse") == 1
+    assert list(counters) == list(COUNTER_NAMES) == [name for name, _ in counters.items()]
+    assert dict(counters) == counters.as_dict() and counters == counters.as_dict()
+    assert counters.get("no_such_counter", -1) == -1 and "no_such_counter" not in counters
+    with pytest.raises(KeyError):
+        counters["no_such_counter"] += 1
+    assert set(vars(counters) if hasattr(counters, "__dict__") else COUNTER_NAMES) == set(
+        COUNTER_NAMES
+    )
