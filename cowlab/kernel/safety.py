@@ -18,7 +18,7 @@ and address. Only the ground-truth report and oracle policies read this module.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
 
 from cowlab.kernel.folio import (
     FAULT,
@@ -50,8 +50,10 @@ BLOCKERS = (
 VIOLATIONS = ("leak", "pin_incoherent")
 
 
-class Truth(NamedTuple):
-    """What was really true about a page when a fault was decided."""
+@dataclass(frozen=True)
+class Truth:
+    """What was really true about a page when a fault was decided (a compiled class:
+    one is made for every fault whose page is not plainly exclusive)."""
 
     #: No observer other than the writer's own mapping at this address (and its own GUP).
     exclusive: bool
