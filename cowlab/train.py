@@ -398,9 +398,9 @@ def train(
         save_model,
         verify_model,
     )
+    from cowlab_sb3.vecenv import CowVecEnv
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.utils import set_random_seed
-    from stable_baselines3.common.vec_env import DummyVecEnv
 
     wall0 = time.perf_counter()
     algo = cfg.agent.algo.name
@@ -430,7 +430,7 @@ def train(
     def make_env() -> gym.Env[Any, Any]:
         return Monitor(_Timed(gym.make(ENV_ID, **kwargs)))
 
-    venv = DummyVecEnv([make_env for _ in range(cfg.agent.n_envs)])
+    venv = CowVecEnv([make_env for _ in range(cfg.agent.n_envs)])
     tb_dir: str | None = None
     if cfg.output.tensorboard and importlib.util.find_spec("tensorboard") is not None:
         tb_dir = str(out / "tb")
