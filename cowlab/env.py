@@ -144,6 +144,12 @@ OBSERVATION_NAMES: tuple[str, ...] = FEATURE_NAMES + DERIVED_FEATURES
 _LOG_INDEX = tuple(FEATURE_NAMES.index(n) for n in LOG_FEATURES)
 _PER_FOLIO_INDEX = frozenset(FEATURE_NAMES.index(n) for n in PER_FOLIO_COUNTS)
 _ORDER_INDEX = FEATURE_NAMES.index("order")
+#: (index, divided by ``nr_pages`` first) of each :data:`LOG_FEATURES` count.
+_LOG_SCALING = tuple((i, i in _PER_FOLIO_INDEX) for i in _LOG_INDEX)
+_REFCOUNT_INDEX = FEATURE_NAMES.index("refcount")
+_MAPCOUNT_INDEX = FEATURE_NAMES.index("mapcount")
+_LARGE_MAPCOUNT_INDEX = FEATURE_NAMES.index("large_mapcount")
+_SWAPCACHE_INDEX = FEATURE_NAMES.index("swapcache")
 _COUNT_HIGH = 64.0  # log1p of any count the simulator can hold stays far below this
 
 #: The answers of the COPY action and of a shielded REUSE (Decision is immutable).
@@ -172,13 +178,16 @@ def encode_features(view: FaultView) -> list[float]:
     """
     values = view.features()
     nr_pages = view.nr_pages
-    refcount, mapcount = view.refcount, view.mapcount
-    held = view.large_mapcount + (nr_pages if view.swapcache else 0)
-    for i in _LOG_INDEX:
-        raw = values[i] / nr_pages if i in _PER_FOLIO_INDEX else values[i]
-        values[i] = math.log1p(raw)
+    # The derived flags compare the raw counts, read back from the features (floats of
+    # integers far below 2**53: the comparisons are exact).
+    refcount = values[_REFCOUNT_INDEX]
+    mapcount = values[_MAPCOUNT_INDEX]
+    held = values[_LARGE_MAPCOUNT_INDEX] + (nr_pages if values[_SWAPCACHE_INDEX] else 0)
+    log1p = math.log1p
+    for i, per_folio in _LOG_SCALING:
+        values[i] = log1p(values[i] / nr_pages if per_folio else values[i])
     values[_ORDER_INDEX] /= MAX_ORDER
-    values += [float(refcount == 1), float(mapcount > 1), float(refcount > held)]
+    values += (float(refcount == 1), float(mapcount > 1), float(refcount > held))
     return values
 
 
