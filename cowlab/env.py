@@ -408,7 +408,7 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
     def _observe(self, view: FaultView) -> np.ndarray:
         values = observe(view, self.action_mode is ActionMode.primitives, self._used,
                          self.max_primitives)
-        obs = np.array(values, dtype=np.float32)
+        obs = np.fromiter(values, np.float32, len(values))
         self._last_obs = obs
         return obs
 
