@@ -144,7 +144,17 @@ OBSERVATION_NAMES: tuple[str, ...] = FEATURE_NAMES + DERIVED_FEATURES
 _LOG_INDEX = tuple(FEATURE_NAMES.index(n) for n in LOG_FEATURES)
 _PER_FOLIO_INDEX = frozenset(FEATURE_NAMES.index(n) for n in PER_FOLIO_COUNTS)
 _ORDER_INDEX = FEATURE_NAMES.index("order")
+#: (index, divided by ``nr_pages`` first) of each :data:`LOG_FEATURES` count.
+_LOG_SCALING = tuple((i, i in _PER_FOLIO_INDEX) for i in _LOG_INDEX)
+_REFCOUNT_INDEX = FEATURE_NAMES.index("refcount")
+_MAPCOUNT_INDEX = FEATURE_NAMES.index("mapcount")
+_LARGE_MAPCOUNT_INDEX = FEATURE_NAMES.index("large_mapcount")
+_SWAPCACHE_INDEX = FEATURE_NAMES.index("swapcache")
 _COUNT_HIGH = 64.0  # log1p of any count the simulator can hold stays far below this
+
+#: The answers of the COPY action and of a shielded REUSE (Decision is immutable).
+_COPY_POLICY = Decision.COPY.because("policy")
+_COPY_SHIELD = Decision.COPY.because("shield")
 
 _INFO_NONE: dict[str, Any] = {
     "outcome": None,
@@ -168,13 +178,16 @@ def encode_features(view: FaultView) -> list[float]:
     """
     values = view.features()
     nr_pages = view.nr_pages
-    refcount, mapcount = view.refcount, view.mapcount
-    held = view.large_mapcount + (nr_pages if view.swapcache else 0)
-    for i in _LOG_INDEX:
-        raw = values[i] / nr_pages if i in _PER_FOLIO_INDEX else values[i]
-        values[i] = math.log1p(raw)
+    # The derived flags compare the raw counts, read back from the features (floats of
+    # integers far below 2**53: the comparisons are exact).
+    refcount = values[_REFCOUNT_INDEX]
+    mapcount = values[_MAPCOUNT_INDEX]
+    held = values[_LARGE_MAPCOUNT_INDEX] + (nr_pages if values[_SWAPCACHE_INDEX] else 0)
+    log1p = math.log1p
+    for i, per_folio in _LOG_SCALING:
+        values[i] = log1p(values[i] / nr_pages if per_folio else values[i])
     values[_ORDER_INDEX] /= MAX_ORDER
-    values += [float(refcount == 1), float(mapcount > 1), float(refcount > held)]
+    values += (float(refcount == 1), float(mapcount > 1), float(refcount > held))
     return values
 
 
@@ -377,7 +390,6 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         self.run_seed: int | None = None
         self._glet: greenlet | None = None
         self._bridge = _Bridge()
-        self._nrec = 0
         self._used = 0
         self._last_obs = np.zeros(len(self.feature_names), dtype=np.float32)
         self._last_info: dict[str, Any] = {}
@@ -396,7 +408,7 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
     def _observe(self, view: FaultView) -> np.ndarray:
         values = observe(view, self.action_mode is ActionMode.primitives, self._used,
                          self.max_primitives)
-        obs = np.array(values, dtype=np.float32)
+        obs = np.fromiter(values, np.float32, len(values))
         self._last_obs = obs
         return obs
 
@@ -434,7 +446,6 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         self.run = Run(workload, kernel, run_seed, self.budget)
         self.workload_name = self.entries[index].name
         self.run_seed = run_seed
-        self._nrec = 0
         self._used = 0
         self._glet = greenlet(self.run.execute)
         return self._switch(None)
@@ -447,6 +458,40 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
             "decisions": kernel.nr_decisions if kernel is not None else 0,
             "primitive": None,
             "shielded": False,
+        }
+
+    def _step_info(self, record: FaultRecord | None, primitive: str | None,
+                   shielded: bool) -> dict[str, Any]:
+        """The info dict of a step, built in one go (same keys, in the same order, as
+        ``_base_info() | _INFO_NONE`` updated with the record's fields)."""
+        run = self.run
+        decisions = run.kernel.nr_decisions if run is not None else 0
+        if record is None:
+            return {
+                "workload": self.workload_name,
+                "run_seed": self.run_seed,
+                "decisions": decisions,
+                "primitive": primitive,
+                "shielded": shielded,
+                "outcome": None,
+                "fault": None,
+                "exclusive": None,
+                "violation": None,
+                "blockers": (),
+                "latency_ns": 0,
+            }
+        return {
+            "workload": self.workload_name,
+            "run_seed": self.run_seed,
+            "decisions": decisions,
+            "primitive": primitive,
+            "shielded": shielded,
+            "outcome": record.outcome,
+            "fault": record.fault,
+            "exclusive": record.exclusive,
+            "violation": record.violation,
+            "blockers": record.blockers,
+            "latency_ns": record.latency_ns,
         }
 
     # -- Gymnasium API -------------------------------------------------------------------
@@ -498,32 +543,28 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         view = self.fault
         if view is None:
             raise RuntimeError("step() called without a pending fault: call reset() first")
-        info = self._base_info()
+        primitive: str | None = None
+        shielded = False
         if isinstance(action, Decision):
             answer: object = action
         else:
             a = int(action)
             if not 0 <= a < len(self.action_names):
                 raise ValueError(f"action {action!r} is outside 0..{len(self.action_names) - 1}")
-            answer = self._answer(view, a, info)
+            if a == COPY:
+                answer = _COPY_POLICY
+            elif a == REUSE:
+                answer = Decision.REUSE
+            else:
+                answer, primitive = self._primitive(view, a)
         if isinstance(answer, Decision):
-            if answer.is_reuse and self.shield and not exclusive_proven(view):
-                answer = Decision.COPY.because("shield")
-                info["shielded"] = True
+            if self.shield and answer.is_reuse and not exclusive_proven(view):
+                answer = _COPY_SHIELD
+                shielded = True
             self._used = 0
         nxt = self._switch(answer)
         reward, record = self._settle()
-        info.update(_INFO_NONE)
-        if record is not None:
-            info.update(
-                outcome=record.outcome,
-                fault=record.fault,
-                exclusive=record.exclusive,
-                violation=record.violation,
-                blockers=record.blockers,
-                latency_ns=record.latency_ns,
-            )
-        info["decisions"] = self.run.kernel.nr_decisions if self.run is not None else 0
+        info = self._step_info(record, primitive, shielded)
         terminated = truncated = False
         if nxt is None:
             assert self.run is not None
@@ -539,27 +580,32 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         self._last_info = info
         return obs, reward, terminated, truncated, info
 
-    def _answer(self, view: FaultView, a: int, info: dict[str, Any]) -> object:
-        if a == COPY:
-            return Decision.COPY.because("policy")
-        if a == REUSE:
-            return Decision.REUSE
-        name = PRIMITIVE_ACTIONS[a]
+    def _primitive(self, view: FaultView, a: int) -> tuple[object, str | None]:
+        """The answer to primitive action ``a`` (2.. of :data:`PRIMITIVE_ACTIONS`) and the
+        primitive it counts as (None: the fault's budget is used up, a COPY)."""
         if self._used >= self.max_primitives:
-            return Decision.COPY.because("policy")
+            return _COPY_POLICY, None
         allowed = primitive_mask(view, self._used, self.max_primitives, False)[a]
         self._used += 1
-        info["primitive"] = name
-        return name if allowed else "noop"
+        name = PRIMITIVE_ACTIONS[a]
+        return (name if allowed else "noop"), name
 
     def _settle(self) -> tuple[float, FaultRecord | None]:
-        """Reward of the decision just made, from the records the kernel appended since."""
+        """Reward of the decision just made, from the records the kernel appended since.
+
+        The records are consumed: the env empties the run's ``kernel.records`` once they
+        are settled, so that an episode keeps no history of every write (they would pile
+        up for Python's garbage collector to scan over and over; the env's info and
+        reward are all that is made of them).
+        """
         assert self.run is not None
         records = self.run.kernel.records
+        if not records:
+            return 0.0, None
         w = self.reward_weights
         reward = 0.0
         found: FaultRecord | None = None
-        for rec in records[self._nrec:]:
+        for rec in records:
             outcome = rec.outcome
             if outcome != "reuse" and outcome != "copy":
                 continue
@@ -571,7 +617,7 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
             if outcome == "copy":
                 reward -= w.memory_per_page
             reward -= w.latency_per_us * rec.latency_ns / 1000.0
-        self._nrec = len(records)
+        records.clear()
         return reward, found
 
     def action_masks(self) -> np.ndarray:

@@ -220,6 +220,23 @@ def test_same_seed_gives_identical_observations_rewards_and_infos() -> None:
     assert digest(CowFaultEnv(**kwargs), seed=6) != digest(CowFaultEnv(**kwargs))
 
 
+def test_the_env_consumes_the_records_it_settles() -> None:
+    """The kernel's write records go once their reward is settled: an episode keeps no
+    history of every write (the info dict carries what the env makes of them)."""
+    env = CowFaultEnv(workload={"name": "fork-snapshot-v1", "params": {"pages": 64}},
+                      max_decisions=30)
+    env.reset(seed=0)
+    assert env.run is not None
+    outcomes = []
+    for i in range(20):
+        _, _, terminated, truncated, info = env.step(i % 2)
+        assert env.run.kernel.records == []
+        outcomes.append(info["outcome"])
+        if terminated or truncated:
+            break
+    assert {"copy", "reuse"} <= set(outcomes)
+
+
 def test_determinism_holds_across_processes() -> None:
     code = (
         "import sys; sys.path.insert(0, 'tests'); from test_env import *; "

@@ -284,3 +284,52 @@ def test_the_progress_bar_shows_reward_reuse_rate_and_violations(tmp_path: Path)
     assert shown["reuse"] == "0.500"  # one of the two truly reusable faults reused
     assert shown["violations"] == "4"  # three from an earlier session, one now
     assert shown["reward"] == f"{-99.5 / 4:+.3f}"
+
+
+def test_the_vec_env_returns_what_dummy_vec_env_returns() -> None:
+    """CowVecEnv skips DummyVecEnv's deep copy of the infos and nothing else: same
+    observations, rewards, dones and infos (terminal observations included)."""
+    import gymnasium as gym
+    import numpy as np
+    from cowlab_sb3.vecenv import CowVecEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from cowlab.env import ENV_ID
+
+    def make() -> gym.Env[Any, Any]:
+        return gym.make(ENV_ID, workload={"mix": [{"name": "fork-snapshot-v1",
+                                                    "params": {"pages": 64}},
+                                                   {"name": "forceswap-v1"}]},
+                        max_decisions=7)
+
+    venvs = [cls([make, make]) for cls in (DummyVecEnv, CowVecEnv)]
+    for v in venvs:
+        v.seed(3)
+    first = [v.reset() for v in venvs]
+    assert np.array_equal(first[0], first[1])
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(40):
+        actions = rng.integers(2, size=2)
+        (o1, r1, d1, i1), (o2, r2, d2, i2) = (v.step(actions) for v in venvs)
+        assert np.array_equal(o1, o2) and np.array_equal(r1, r2) and np.array_equal(d1, d2)
+        for a, b in zip(i1, i2, strict=True):
+            assert a.keys() == b.keys()
+            for key in a:
+                if key == "terminal_observation":
+                    assert np.array_equal(a[key], b[key])
+                else:
+                    assert a[key] == b[key]
+        ends += int(d1.sum())
+    assert ends >= 4  # the reset at an episode's end was exercised
+
+
+def test_learning_leaves_the_garbage_collector_as_it_found_it() -> None:
+    import gc
+
+    from cowlab.train import _frozen_heap
+
+    assert gc.get_freeze_count() == 0
+    with _frozen_heap():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0

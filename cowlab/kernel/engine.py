@@ -102,12 +102,53 @@ class Thread:
 
     # -- the operations a workload thread performs -----------------------------------------
     def write(self, mm: MM, page: int, data: object = None) -> Op[FaultRecord]:
-        """Store to ``page`` of ``mm`` on this thread's CPU."""
-        return self.call(self.kernel.write, mm, page, self.cpu, data)
+        """Store to ``page`` of ``mm`` on this thread's CPU.
+
+        :meth:`call` spelled out for the hottest operation (a workload's every store):
+        the kernel is called directly instead of through a bound method and an argument
+        tuple. The CPU is the one at the call, kept over retries, as :meth:`call` does.
+        """
+        k = self.engine.kernel
+        cpu = self.cpu
+        while True:
+            try:
+                result = k.write(mm, page, cpu, data)
+            except Sleep as sleep:
+                self.waiting = sleep.reason
+                if k.busy_ns:
+                    yield ("busy", k.busy_ns)
+                if sleep.until_ns is None:
+                    yield ("block", 0)
+                else:
+                    yield ("sleep", sleep.until_ns)
+                continue
+            self.waiting = None
+            self.ops += 1
+            if k.busy_ns:
+                yield ("busy", k.busy_ns)
+            return result
 
     def read(self, mm: MM, page: int) -> Op[object]:
-        """Load from ``page``."""
-        return self.call(self.kernel.read, mm, page, self.cpu)
+        """Load from ``page`` (:meth:`call` spelled out, as :meth:`write`)."""
+        k = self.engine.kernel
+        cpu = self.cpu
+        while True:
+            try:
+                result = k.read(mm, page, cpu)
+            except Sleep as sleep:
+                self.waiting = sleep.reason
+                if k.busy_ns:
+                    yield ("busy", k.busy_ns)
+                if sleep.until_ns is None:
+                    yield ("block", 0)
+                else:
+                    yield ("sleep", sleep.until_ns)
+                continue
+            self.waiting = None
+            self.ops += 1
+            if k.busy_ns:
+                yield ("busy", k.busy_ns)
+            return result
 
     def madvise(self, mm: MM, page: int, pages: int, advice: str) -> Op[None]:
         """madvise() on this thread's CPU."""
@@ -202,8 +243,14 @@ class Engine:
         return nblocked >= self._live and self.clock.pending == 0
 
     def run(self, *, until_ns: int | None = None,
-            stop: Callable[[], bool] | None = None) -> None:
+            stop: Callable[[], bool] | None = None,
+            max_decisions: int | None = None) -> None:
         """Run threads until none is left, the clock passes ``until_ns``, or ``stop()``.
+
+        ``max_decisions`` stops the run as ``stop()`` does once the kernel has asked its
+        policy that many times (checked after every step, as ``stop()`` is, but without
+        a call into Python per step: a workload run's budget, :class:`~cowlab.workloads.
+        base.Budget`).
 
         Raises:
             StallError: Every live thread is blocked with nothing pending, or the run
@@ -274,6 +321,9 @@ class Engine:
                 self._push(end, thread)
             else:
                 self._push(max(value, start), thread)
+            if max_decisions is not None and kernel.nr_decisions >= max_decisions:
+                reason = "stopped"
+                break
             if stop is not None and stop():
                 reason = "stopped"
                 break

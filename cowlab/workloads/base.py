@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -103,7 +103,15 @@ class Run:
     def execute(self) -> None:
         """Set the workload up and run it until the budget is spent or it finishes."""
         self.workload.setup(self)
-        self.engine.run(until_ns=self.budget.max_time_ns, stop=lambda: self.done)
+        # The decision budget is checked by the engine itself after every step (no call
+        # into Python per step); only a time budget needs the stop callback. Either way
+        # the run stops exactly when :attr:`done` becomes true.
+        b = self.budget
+        clock = self.kernel.clock
+        max_time = b.max_time_ns
+        stop: Callable[[], bool] | None = (
+            None if max_time is None else (lambda: clock.now >= max_time))
+        self.engine.run(until_ns=max_time, stop=stop, max_decisions=b.max_decisions)
 
 
 @dataclass

@@ -8,9 +8,9 @@ by a zero rate unless the workload's story needs it.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import random
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from cowlab.kernel.actors import (
@@ -40,12 +40,13 @@ class ZipfKeys:
         True
     """
 
-    __slots__ = ("_cum", "_perm", "_total", "n")
+    __slots__ = ("_cum", "_last", "_perm", "_total", "n")
 
     def __init__(self, n: int, skew: float, rng: random.Random) -> None:
         if n < 1:
             raise ValueError(f"ZipfKeys needs at least one key, got {n}")
         self.n = n
+        self._last = n - 1
         self._perm = list(range(n))
         rng.shuffle(self._perm)
         if skew == 0:
@@ -61,10 +62,12 @@ class ZipfKeys:
 
     def sample(self, rng: random.Random) -> int:
         """One key."""
-        if self._cum is None:
+        cum = self._cum
+        if cum is None:
             return self._perm[rng.randrange(self.n)]
-        rank = bisect.bisect_left(self._cum, rng.random() * self._total)
-        return self._perm[min(rank, self.n - 1)]
+        rank = bisect_left(cum, rng.random() * self._total)
+        last = self._last
+        return self._perm[rank if rank < last else last]
 
 
 def check_range(name: str, value: float, low: float, high: float) -> None:

@@ -126,6 +126,10 @@ class KsmVms:
             yield from t.write(vm, page, data)
         yield from t.sleep(round(p.idle_ms * 1e6))
         clock = t.kernel.clock
-        while clock.now < p.duration_ns:
-            yield from t.write(vm, keys.sample(run.rng))
-            yield from t.think(p.write_interval_ns)
+        end = p.duration_ns
+        interval = p.write_interval_ns
+        sample = keys.sample
+        rng = run.rng
+        while clock.now < end:
+            yield from t.write(vm, sample(rng))
+            yield from t.think(interval)

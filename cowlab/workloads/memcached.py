@@ -118,7 +118,8 @@ class MemcachedPressure:
         rng = run.rng
         clock = t.kernel.clock
         ncpus = p.worker_cpus
-        while clock.now < p.duration_ns:
+        end = p.duration_ns
+        while clock.now < end:
             key = keys.sample(rng)
             yield from throttle_reclaim(t)
             if rng.random() < p.set_ratio:

@@ -156,7 +156,8 @@ class PinnedIo:
         next_fork = clock.now + fork_period if fork_period else None
         next_rereg = clock.now + rereg_period if rereg_period else None
         children = 0
-        while clock.now < p.duration_ns:
+        end = p.duration_ns
+        while clock.now < end:
             if next_fork is not None and clock.now >= next_fork:
                 children += 1
                 child = yield from t.fork(mm, f"app-child-{children}")

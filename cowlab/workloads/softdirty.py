@@ -111,9 +111,13 @@ class SoftdirtyTracking:
         for page in range(p.pages):
             yield from t.write(mm, page)
         clock = t.kernel.clock
-        while clock.now < p.duration_ns:
-            yield from t.write(mm, keys.sample(run.rng))
-            yield from t.think(p.write_interval_ns)
+        end = p.duration_ns
+        interval = p.write_interval_ns
+        sample = keys.sample
+        rng = run.rng
+        while clock.now < end:
+            yield from t.write(mm, sample(rng))
+            yield from t.think(interval)
 
     def _criu(self, t: Thread, mm: MM) -> ThreadGen:
         """CRIU's pre-dump loop: pagemap scan, dump the dirty pages, clear_refs."""

@@ -81,7 +81,9 @@ class VmsplicePipe:
             yield from t.write(mm, page)
         next_fork = clock.now + period
         generation = 0
-        while clock.now < p.duration_ns:
+        end = p.duration_ns
+        sample = keys.sample
+        while clock.now < end:
             if clock.now >= next_fork:
                 generation += 1
                 child = yield from t.fork(mm, f"worker-{generation}")
@@ -91,7 +93,7 @@ class VmsplicePipe:
                                             generation=generation),
                           cpu=1, mm=child)
                 next_fork = clock.now + period
-            yield from t.write(mm, keys.sample(rng))
+            yield from t.write(mm, sample(rng))
             yield from t.think(interval)
 
     def _worker(self, t: Thread, child: MM, pages: list[int], generation: int) -> ThreadGen:

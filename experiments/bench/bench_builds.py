@@ -194,7 +194,10 @@ def work_env(quick: bool) -> dict[str, Any]:
             t0 = time.perf_counter()
             while n < want:
                 mask = env.action_masks()
-                action = int(rng.choice(np.flatnonzero(mask)))
+                # The draw rng.choice(allowed) makes (the same action from the same stream),
+                # without its overhead (7 us, more than the env's own code per step).
+                allowed = np.flatnonzero(mask)
+                action = int(allowed[rng.integers(len(allowed))])
                 _, _, terminated, truncated, _ = env.step(action)
                 n += 1
                 if terminated or truncated:

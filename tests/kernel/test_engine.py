@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from cowlab.kernel.engine import Engine, Thread, ThreadGen
 from tests.conftest import KernelFactory
 
@@ -177,3 +179,42 @@ def test_the_end_reason_tells_a_budget_stop_from_a_finished_run(kernel: KernelFa
     assert engine.end_reason == "stopped"
     engine.run()
     assert engine.end_reason == "finished"
+
+
+def _fork_then_rewrite(kernel: KernelFactory) -> Engine:
+    """A parent that writes 8 pages, forks, then rewrites them (a decision each)."""
+    k = kernel("v5.19", cpus=2)
+    engine = Engine(k)
+    mm = k.create_mm("parent")
+    k.mmap(mm, 0, 8)
+
+    def body(t: Thread) -> ThreadGen:
+        for page in range(8):
+            yield from t.write(mm, page)
+        yield from t.fork(mm, "child")
+        for _ in range(3):
+            for page in range(8):
+                yield from t.write(mm, page)
+                yield from t.think(100)
+
+    engine.spawn("w", body, cpu=0)
+    return engine
+
+
+def test_a_decision_budget_stops_the_run_where_a_stop_callback_would(
+    kernel: KernelFactory,
+) -> None:
+    """Engine.run(max_decisions=n) ends the run after the step that made the n-th
+    decision, exactly where ``stop=lambda: nr_decisions >= n`` ends it."""
+    ends = []
+    for use_budget in (True, False):
+        engine = _fork_then_rewrite(kernel)
+        k = engine.kernel
+        if use_budget:
+            engine.run(max_decisions=5)
+        else:
+            engine.run(stop=functools.partial(lambda kk: kk.nr_decisions >= 5, k))
+        ends.append((engine.end_reason, k.nr_decisions, engine.steps, k.clock.now,
+                     [(r.page, r.outcome) for r in k.records]))
+    assert ends[0] == ends[1]
+    assert ends[0][:2] == ("stopped", 5)
