@@ -17,7 +17,12 @@ simulated page table holds the same bit patterns a real one would:
 
 PTEs are plain Python ints holding 64-bit values and every PTE helper is a
 module-level function on ints: they run on every simulated fault, so no object
-is created per PTE and the hot helpers do not re-validate their input.
+is created per PTE and the hot helpers do not re-validate their input. One bit is
+left out of a stored present PTE: NX (bit 63), which every user page here carries
+(nothing is mapped executable). Kept, it would make every present PTE an integer
+above 2^62, which the compiled build cannot hold unboxed, and every PTE operation a
+big-integer operation; :func:`pte_hw` gives the value with NX, as the hardware page
+table holds it.
 
     >>> pte = make_pte(0x1A3, write=True, dirty=True, soft_dirty=True)
     >>> describe_pte(pte)
@@ -85,8 +90,9 @@ PFN_LIMIT: Final = 1 << PFN_BITS
 #: Bits 12..51 of a present PTE hold the PFN.
 PTE_PFN_MASK: Final = (PFN_LIMIT - 1) << PAGE_SHIFT
 
-# Flags every PTE made by make_pte carries: user data pages are never executable here.
-_PTE_BASE: Final = _PAGE_PRESENT | _PAGE_USER | _PAGE_NX
+# Flags every PTE made by make_pte carries. User data pages are never executable here:
+# NX is implied, not stored (see the module docstring and pte_hw()).
+_PTE_BASE: Final = _PAGE_PRESENT | _PAGE_USER
 
 # --------------------------------------------------------------------------
 # Swap-PTE layout (pgtable_64.h)
@@ -145,7 +151,7 @@ def make_pte(
 ) -> int:
     """Build a present user PTE mapping ``pfn``.
 
-    Present, user and NX are always set.
+    Present and user are always set; NX is implied (:func:`pte_hw` adds it).
 
     Args:
         pfn: Page frame number, 0 <= pfn < 2^40.
@@ -400,6 +406,16 @@ def pte_swp_mkuffd_wp(pte: int) -> int:
 def pte_swp_clear_uffd_wp(pte: int) -> int:
     """Clear the swap uffd-wp bit."""
     return pte & ~_PAGE_SWP_UFFD_WP
+
+
+def pte_hw(pte: int) -> int:
+    """The 64-bit value a hardware page table holds for ``pte``: a present PTE with NX
+    (bit 63) added, which every user page here has; a swap PTE or pte_none unchanged.
+
+        >>> hex(pte_hw(make_pte(0x1A3, write=True)))
+        '0x80000000001a3027'
+    """
+    return pte | _PAGE_NX if pte & _PAGE_PRESENT else pte
 
 
 def describe_pte(pte: int) -> str:

@@ -21,6 +21,7 @@ from cowlab.geometry import (
     pte_clear_uffd_wp,
     pte_dirty,
     pte_huge,
+    pte_hw,
     pte_mkclean,
     pte_mkdirty,
     pte_mkold,
@@ -107,11 +108,15 @@ def test_pte_bit_constants_sit_at_the_kernel_bit_positions() -> None:
 # --- present PTEs ------------------------------------------------------------
 
 
-def test_make_pte_sets_present_user_nx_accessed_and_pfn_bits() -> None:
+def test_make_pte_sets_present_user_accessed_and_pfn_bits_and_implies_nx() -> None:
     pte = make_pte(pfn=1, write=True)
-    assert bits(pte) == {0, 1, 2, 5, 12, 63}
-    assert bits(make_pte(pfn=1, write=True, dirty=True)) == {0, 1, 2, 5, 6, 12, 63}
-    assert bits(make_pte(pfn=1, accessed=False)) == {0, 2, 12, 63}
+    assert bits(pte) == {0, 1, 2, 5, 12}
+    assert bits(make_pte(pfn=1, write=True, dirty=True)) == {0, 1, 2, 5, 6, 12}
+    assert bits(make_pte(pfn=1, accessed=False)) == {0, 2, 12}
+    # The hardware value carries NX; a stored PTE fits the compiled build's small ints.
+    assert bits(pte_hw(pte)) == {0, 1, 2, 5, 12, 63} and pte < 1 << 62
+    swp = make_swap_pte(0, 17)
+    assert pte_hw(swp) == swp and pte_hw(0) == 0
 
 
 def test_make_pte_optional_flags_set_their_own_bits() -> None:
