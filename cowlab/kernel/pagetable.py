@@ -70,6 +70,11 @@ class PageTable:
         self._len = 0
         #: The table the last lookup found: faults walk neighbouring pages.
         self._last: _PteTable | None = None
+        # A one-entry cache of the last page looked up or changed, and its value (0 for
+        # pte_none): a fault reads the same PTE several times before it changes it.
+        # Every change goes through this class and updates it, so it is never stale.
+        self._cpage = 0
+        self._cpte = 0
 
     # -- lookup ---------------------------------------------------------------------------
     def _table(self, index: int) -> _PteTable | None:
@@ -81,25 +86,29 @@ class PageTable:
             self._last = t
         return t
 
+    def _lookup(self, page: int) -> int:
+        """The value of ``page``'s entry, 0 for pte_none."""
+        if page == self._cpage:
+            return self._cpte
+        t = self._table(page >> _SHIFT)
+        pte: int = 0 if t is None else t.entries[_SLOTS[page & _MASK]]
+        self._cpage = page
+        self._cpte = pte
+        return pte
+
     def get(self, page: int, default: int = 0) -> int:
         """The PTE of ``page``, or ``default`` if it is pte_none (0 by default)."""
-        t = self._table(page >> _SHIFT)
-        if t is None:
-            return default
-        pte: int = t.entries[_SLOTS[page & _MASK]]
+        pte = self._cpte if page == self._cpage else self._lookup(page)
         return pte if pte else default
 
     def __getitem__(self, page: int) -> int:
-        t = self._table(page >> _SHIFT)
-        if t is not None:
-            pte: int = t.entries[_SLOTS[page & _MASK]]
-            if pte:
-                return pte
+        pte = self._cpte if page == self._cpage else self._lookup(page)
+        if pte:
+            return pte
         raise KeyError(page)
 
     def __contains__(self, page: int) -> bool:
-        t = self._table(page >> _SHIFT)
-        return t is not None and t.entries[_SLOTS[page & _MASK]] != 0
+        return self._lookup(page) != 0
 
     def __len__(self) -> int:
         """The number of entries that are not pte_none."""
@@ -120,6 +129,7 @@ class PageTable:
             raise ValueError(
                 f"page {page}: storing PTE value 0 (pte_none); clear an entry with del/pop"
             )
+        old = self._lookup(page)
         index = page >> _SHIFT
         slot = _SLOTS[page & _MASK]
         t = self._table(index)
@@ -129,41 +139,39 @@ class PageTable:
             self._tables[index] = t
             self._last = t
         else:
-            entries = t.entries
-            if entries[slot]:
-                entries[slot] = pte
-                return
-            entries[slot] = pte
-        t.used += 1
-        self._len += 1
+            t.entries[slot] = pte
+        self._cpte = pte  # _lookup() made ``page`` the cached one
+        if not old:
+            t.used += 1
+            self._len += 1
 
-    def _clear(self, t: _PteTable, slot: SupportsIndex) -> None:
-        t.entries[slot] = 0
-        t.used -= 1
-        self._len -= 1
-        if t.used == 0:
-            del self._tables[t.index]
-            if self._last is t:
-                self._last = None
+    def _clear(self, page: int) -> int:
+        """Clear ``page``'s entry; returns its old value (0: it was already pte_none)."""
+        pte = self._lookup(page)
+        if pte:
+            t = self._table(page >> _SHIFT)
+            assert t is not None
+            t.entries[_SLOTS[page & _MASK]] = 0
+            self._cpte = 0
+            t.used -= 1
+            self._len -= 1
+            if t.used == 0:  # free_pte_range()
+                del self._tables[t.index]
+                if self._last is t:
+                    self._last = None
+        return pte
 
     def __delitem__(self, page: int) -> None:
         """pte_clear(); KeyError if the entry is already pte_none."""
-        t = self._table(page >> _SHIFT)
-        slot = _SLOTS[page & _MASK]
-        if t is None or not t.entries[slot]:
+        if not self._clear(page):
             raise KeyError(page)
-        self._clear(t, slot)
 
     def pop(self, page: int, default: int | None = None) -> int:
         """ptep_get_and_clear(): clear the entry and return its old value; an entry that is
         already pte_none returns ``default``, or raises KeyError without one."""
-        t = self._table(page >> _SHIFT)
-        slot = _SLOTS[page & _MASK]
-        if t is not None:
-            pte: int = t.entries[slot]
-            if pte:
-                self._clear(t, slot)
-                return pte
+        pte = self._clear(page)
+        if pte:
+            return pte
         if default is None:
             raise KeyError(page)
         return default
@@ -173,6 +181,7 @@ class PageTable:
         self._tables.clear()
         self._len = 0
         self._last = None
+        self._cpte = 0  # every entry is pte_none now, the cached page's too
 
     # -- walks, in address order ------------------------------------------------------------
     def _indexes(self, start: int, end: int) -> list[int]:
