@@ -134,7 +134,7 @@ def test_negative_pages_are_kept_apart_from_positive_ones() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["set", "del", "pop", "get"]),
+@given(st.lists(st.tuples(st.sampled_from(["set", "del", "pop", "get", "clear"]),
                           st.integers(0, 3 * PTRS_PER_PTE),
                           st.sampled_from([0x67, 0x65, BIG_PRESENT, BIG_SWAP]))))
 def test_page_table_behaves_like_a_dict_of_nonzero_values(
@@ -154,10 +154,13 @@ def test_page_table_behaves_like_a_dict_of_nonzero_values(
                     del pt[page]
         elif op == "pop":
             assert pt.pop(page, 0) == ref.pop(page, 0)
+        elif op == "clear":
+            pt.clear()
+            ref.clear()
         else:
             assert pt.get(page, 0) == ref.get(page, 0)
             assert (page in pt) == (page in ref)
-        assert len(pt) == len(ref)
+        assert len(pt) == len(ref) and pt.get(page, 0) == ref.get(page, 0)
     assert pt.items() == sorted(ref.items())
     assert pt.range_items(100, 1200) == sorted(i for i in ref.items() if 100 <= i[0] < 1200)
     assert pt.tables == len({p // PTRS_PER_PTE for p in ref})
