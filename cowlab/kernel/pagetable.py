@@ -212,7 +212,18 @@ class PageTable:
 
     def range_keys(self, start: int, end: int) -> list[int]:
         """Pages of ``[start, end)`` whose entry is not pte_none, in address order."""
-        return [page for page, _pte in self.range_items(start, end)]
+        out: list[int] = []
+        for index in self._indexes(start, end):
+            base = index << _SHIFT
+            lo = max(start - base, 0)
+            hi = min(end - base, PTRS_PER_PTE)
+            values: list[int] = self._tables[index].entries[lo:hi].tolist()
+            page = base + lo
+            for pte in values:
+                if pte:
+                    out.append(page)
+                page += 1
+        return out
 
     def items(self) -> list[tuple[int, int]]:
         """Every ``(page, pte)``, in address order."""
@@ -228,7 +239,9 @@ class PageTable:
 
     def keys(self) -> list[int]:
         """Every page with an entry, in address order."""
-        return [page for page, _pte in self.items()]
+        if not self._tables:
+            return []
+        return self.range_keys(min(self._tables) << _SHIFT, (max(self._tables) + 1) << _SHIFT)
 
     def values(self) -> list[int]:
         """Every PTE value, in address order."""
