@@ -12,7 +12,6 @@ copy_present_pte(), copy_nonpresent_pte()).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from cowlab.geometry import (
@@ -58,11 +57,8 @@ def fork_mm(k: Kernel, parent: MM, child_name: str, cpu: int = 0) -> MM:
         # dup_mmap(): the child's VMAs never inherit VM_LOCKED (mlock is per process).
         cvma.locked = False
         child.vmas.append(cvma)
-        if vma.end - vma.start <= len(ppt):
-            pages: Iterable[int] = [p for p in range(vma.start, vma.end) if p in ppt]
-        else:
-            pages = sorted(p for p in ppt if vma.start <= p < vma.end)
-        for p in pages:
+        # copy_pte_range(): the VMA's entries in address order (a snapshot of the pages).
+        for p in ppt.range_keys(vma.start, vma.end):
             k.busy_ns += k.costs.fork_pte_ns
             pte = ppt[p]
             if not pte & 1 and is_migration_entry(pte):

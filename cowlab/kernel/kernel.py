@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import gc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -73,6 +73,7 @@ from cowlab.kernel.migrate import (
 from cowlab.kernel.mlock import check_not_locked, mlock_range, munlock_range
 from cowlab.kernel.mm import MM, PROTS, VMA
 from cowlab.kernel.mremap import move_range
+from cowlab.kernel.pagetable import FrameTable
 from cowlab.kernel.policy import Policy
 from cowlab.kernel.presets import KernelConfig
 from cowlab.kernel.protect import (
@@ -239,7 +240,7 @@ class Kernel:
         self.costs = costs or CostModel()
         self.clock = Clock()
         self.counters = new_counters()
-        self.frames: dict[int, Folio] = {}
+        self.frames = FrameTable()
         self._next_pfn = 1  # pfn 0 is the zero page
         self.mms: dict[int, MM] = {}
         self._next_mm = 1
@@ -571,11 +572,7 @@ class Kernel:
                 )
         split_pmds_in(self, mm, start, end)
         huge_heads: list[tuple[int, Folio]] = []
-        if end - start <= len(pt):
-            pages: Iterable[int] = [p for p in range(start, end) if p in pt]
-        else:
-            pages = sorted(p for p in pt if start <= p < end)
-        for p in pages:
+        for p in pt.range_keys(start, end):
             pte = pt.pop(p)
             if pte & 1:
                 pfn = pte_pfn(pte)

@@ -1,8 +1,9 @@
 """Address spaces: VMAs and page tables.
 
-An :class:`MM` holds sorted, non-overlapping private anonymous VMAs and one flat
-page table mapping a virtual page number to a 64-bit x86 PTE value
-(``cowlab.geometry`` encodes present and swap PTEs with the real bit positions).
+An :class:`MM` holds sorted, non-overlapping private anonymous VMAs and a page table
+(:class:`~cowlab.kernel.pagetable.PageTable`) mapping a virtual page number to a 64-bit
+x86 PTE value (``cowlab.geometry`` encodes present and swap PTEs with the real bit
+positions).
 The physical page a present PTE maps is found through its PFN.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from dataclasses import dataclass, field
+
+from cowlab.kernel.pagetable import PageTable
 
 PROTS = ("none", "r", "rw")
 THP_MODES = ("none", "pmd")  # mTHP orders are spelled "mthp-<order>"
@@ -92,7 +95,7 @@ class MM:
     name: str
     vmas: list[VMA] = field(default_factory=list)
     #: virtual page number -> PTE value (present or swap); absent means pte_none.
-    pt: dict[int, int] = field(default_factory=dict)
+    pt: PageTable = field(default_factory=PageTable)
     #: MMF_HAS_PINNED (v5.9: mm->has_pinned): set by the first FOLL_PIN, never cleared.
     has_pinned: bool = False
     #: CPUs this mm has run on (mm_cpumask): targets of remote TLB flushes.
