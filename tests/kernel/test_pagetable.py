@@ -6,14 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cowlab.geometry import make_pte, make_swap_pte
+from cowlab.geometry import make_pte, make_swap_pte, pte_hw
 from cowlab.kernel import Kernel, get_preset
 from cowlab.kernel.folio import Folio
 from cowlab.kernel.pagetable import PTRS_PER_PTE, FrameTable, PageTable
 from cowlab.plugins import get_registry
 
 #: A present PTE with NX (bit 63) set and the largest swap PTE: both need all 64 bits.
-BIG_PRESENT = make_pte((1 << 40) - 1, write=True, dirty=True, soft_dirty=True)
+# The hardware value of a present PTE (NX set: bit 63), as a table may be given one.
+BIG_PRESENT = pte_hw(make_pte((1 << 40) - 1, write=True, dirty=True, soft_dirty=True))
 BIG_SWAP = make_swap_pte(31, (1 << 50) - 2, exclusive=True, soft_dirty=True, uffd_wp=True)
 
 
