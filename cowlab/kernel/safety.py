@@ -18,8 +18,6 @@ and address. Only the ground-truth report and oracle policies read this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from cowlab.kernel.folio import (
     FAULT,
     GUP,
@@ -50,19 +48,49 @@ BLOCKERS = (
 VIOLATIONS = ("leak", "pin_incoherent")
 
 
-@dataclass(frozen=True)
 class Truth:
-    """What was really true about a page when a fault was decided (a compiled class:
-    one is made for every fault whose page is not plainly exclusive)."""
+    """What was really true about a page when a fault was decided. Read-only by
+    convention. (A plain class: the compiled build makes one in a few nanoseconds,
+    where a NamedTuple or a frozen dataclass runs interpreted code for each.)"""
 
-    #: No observer other than the writer's own mapping at this address (and its own GUP).
-    exclusive: bool
-    #: The writer holds a live GUP reference or pin on this page (a copy would break it).
-    own_gup: bool
-    #: Descriptions of the observers that make the page shared (empty when exclusive).
-    foreign: tuple[str, ...]
-    #: What made the refcount (or a flag) block reuse although the page was exclusive.
-    blockers: tuple[str, ...]
+    __slots__ = ("blockers", "exclusive", "foreign", "own_gup")
+
+    def __init__(
+        self,
+        exclusive: bool,
+        own_gup: bool,
+        foreign: tuple[str, ...],
+        blockers: tuple[str, ...],
+    ) -> None:
+        #: No observer other than the writer's own mapping at this address (and its
+        #: own GUP).
+        self.exclusive = exclusive
+        #: The writer holds a live GUP reference or pin on this page (a copy would
+        #: break it).
+        self.own_gup = own_gup
+        #: Descriptions of the observers that make the page shared (empty when
+        #: exclusive).
+        self.foreign = foreign
+        #: What made the refcount (or a flag) block reuse although the page was
+        #: exclusive.
+        self.blockers = blockers
+
+    def _fields(self) -> tuple[bool, bool, tuple[str, ...], tuple[str, ...]]:
+        return (self.exclusive, self.own_gup, self.foreign, self.blockers)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Truth):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"Truth(exclusive={self.exclusive}, own_gup={self.own_gup}, "
+            f"foreign={self.foreign!r}, blockers={self.blockers!r})"
+        )
 
 
 #: The truth of a page nobody but the writer observes, with nothing blocking its reuse.
