@@ -291,7 +291,14 @@ class Folio:
         refs = self._refs
         if refs is not None:
             for j in range(0, len(refs), 4):
-                if refs[j] == kind and refs[j + 2] == sub and refs[j + 1] == owner:
+                # Kinds are the module's constants and most owners are made once, so
+                # identity settles almost every comparison.
+                held = refs[j + 1]
+                if (
+                    (refs[j] is kind or refs[j] == kind)
+                    and refs[j + 2] == sub
+                    and (held is owner or held == owner)
+                ):
                     return j
         return -1
 

@@ -1329,7 +1329,7 @@ class Kernel:
                     continue
                 if not pte_present(pte):
                     off = swp_offset(pte)
-                    if self.swap.owners.get(off, {}).get(mm.id, 0) <= 0:
+                    if self.swap.owners_of(off).get(mm.id, 0) <= 0:
                         problems.append(f"mm {mm.name} page {p}: swap PTE without swap count")
                     continue
                 pfn = pte_pfn(pte)

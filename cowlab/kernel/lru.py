@@ -91,7 +91,9 @@ class LruList:
 class Lru:
     """LRU lists plus per-CPU batches; ``release`` is called when a batch drops a last ref."""
 
-    __slots__ = ("active", "batch_size", "batches", "inactive", "new_anon_active", "release")
+    __slots__ = (
+        "active", "batch_size", "batches", "inactive", "new_anon_active", "owners", "release",
+    )
 
     def __init__(
         self,
@@ -108,6 +110,10 @@ class Lru:
             {name: [] for name in BATCH_NAMES} for _ in range(nr_cpus)
         ]
         self.release = release
+        #: The ledger owner of each batch's references, (cpu, batch name), made once.
+        self.owners: list[dict[str, tuple[int, str]]] = [
+            {name: (cpu, name) for name in BATCH_NAMES} for cpu in range(nr_cpus)
+        ]
 
     # -- lists ---------------------------------------------------------------------------
     def _list(self, name: str) -> LruList:
@@ -131,7 +137,7 @@ class Lru:
     # -- batches -------------------------------------------------------------------------
     def add(self, folio: Folio, cpu: int, batch: str = "lru_add") -> None:
         """Queue ``folio`` in ``cpu``'s batch with a reference; drain when full."""
-        folio.get(LRU_BATCH, (cpu, batch))
+        folio.get(LRU_BATCH, self.owners[cpu][batch])
         queue = self.batches[cpu][batch]
         queue.append(folio)
         if folio.order or len(queue) >= self.batch_size:
@@ -143,6 +149,7 @@ class Lru:
         if not queue:
             return
         self.batches[cpu][batch] = []
+        owner = self.owners[cpu][batch]
         for folio in queue:
             if not folio.freed and folio.refcount > 1:
                 if batch == "lru_add":
@@ -161,7 +168,7 @@ class Lru:
                     # (file) list, where reclaim finds it first.
                     folio.lazyfree = True
                     self.add_to_list(folio, "inactive")
-            folio.put(LRU_BATCH, (cpu, batch))
+            folio.put(LRU_BATCH, owner)
             if folio.refcount == 0:
                 self.release(folio)
 

@@ -177,7 +177,7 @@ def page_truth(
     slots = () if entry is None or swap is None else (
         range(folio.nr_pages) if index is None else (index,))
     for slot in slots:
-        owners = swap.owners.get(entry[1] + slot)  # type: ignore[union-attr, index]
+        owners = swap.owners_of(entry[1] + slot)  # type: ignore[union-attr, index]
         if owners:
             for owner, count in owners.items():
                 if owner != mm_id:

@@ -26,10 +26,11 @@ class SwapDevice:
     __slots__ = (
         "_free",
         "_next",
+        "_shared",
+        "_sole",
         "cache",
         "contents",
         "nr_slots",
-        "owners",
         "prev_offset",
         "ra_hits",
         "ra_last_win",
@@ -45,7 +46,11 @@ class SwapDevice:
         self.swap_map: dict[int, int] = {}
         self.cache: dict[int, Folio] = {}
         self.contents: dict[int, object] = {}
-        self.owners: dict[int, dict[int, int]] = {}
+        # Which mms' swap PTEs refer to each slot in use (the count is swap_map's):
+        # almost always one mm, kept without a dict of its own (_sole); a slot that
+        # several mms refer to (after fork) has a per-mm count (_shared).
+        self._sole: dict[int, int] = {}
+        self._shared: dict[int, dict[int, int]] = {}
         self._next = 1  # slot 0 is the swap header
         self._free: list[int] = []
         # swapin_nr_pages() state (mm/swap_state.c): readahead hits since the last
@@ -103,11 +108,28 @@ class SwapDevice:
         """swap_count(): the number of swap PTEs referring to ``offset``."""
         return self.swap_map.get(offset, 0)
 
+    def owners_of(self, offset: int) -> dict[int, int]:
+        """The mms whose swap PTEs refer to ``offset``, with how many each (a new dict)."""
+        sole = self._sole.get(offset)
+        if sole is not None:
+            return {sole: self.swap_map[offset]}
+        shared = self._shared.get(offset)
+        return {} if shared is None else dict(shared)
+
     def dup(self, offset: int, mm_id: int) -> None:
         """swap_duplicate(): one more swap PTE (owned by ``mm_id``) refers to the slot."""
-        self.swap_map[offset] = self.swap_map.get(offset, 0) + 1
-        owners = self.owners.setdefault(offset, {})
-        owners[mm_id] = owners.get(mm_id, 0) + 1
+        count = self.swap_map.get(offset, 0)
+        self.swap_map[offset] = count + 1
+        if not count:
+            self._sole[offset] = mm_id
+            return
+        sole = self._sole.get(offset)
+        if sole is None:
+            shared = self._shared[offset]
+            shared[mm_id] = shared.get(mm_id, 0) + 1
+        elif sole != mm_id:
+            del self._sole[offset]
+            self._shared[offset] = {sole: count, mm_id: 1}
 
     def free_entry(self, offset: int, mm_id: int) -> int:
         """swap_free(): a swap PTE of ``mm_id`` went away; returns the remaining count.
@@ -116,15 +138,26 @@ class SwapDevice:
         it, like SWAP_HAS_CACHE).
         """
         count = self.swap_map[offset] - 1
-        owners = self.owners[offset]
-        owners[mm_id] -= 1
-        if not owners[mm_id]:
-            del owners[mm_id]
+        sole = self._sole.get(offset)
+        if sole is None:
+            shared = self._shared[offset]
+            left = shared[mm_id] - 1
+            if left:
+                shared[mm_id] = left
+            else:
+                del shared[mm_id]
+                if len(shared) == 1:
+                    # One mm left: its count is the slot's.
+                    del self._shared[offset]
+                    for only in shared:
+                        self._sole[offset] = only
+        elif sole != mm_id:
+            raise KeyError(f"swap slot {offset} has no swap PTE of mm {mm_id}")
         if count:
             self.swap_map[offset] = count
         else:
             del self.swap_map[offset]
-            del self.owners[offset]
+            self._sole.pop(offset, None)
             self._release_if_unused(offset)
         return count
 

@@ -116,3 +116,19 @@ def test_counters_are_fields_read_as_a_mapping_in_report_order() -> None:
     assert set(vars(counters) if hasattr(counters, "__dict__") else COUNTER_NAMES) == set(
         COUNTER_NAMES
     )
+
+
+def test_swap_slot_owners_follow_forks_and_frees() -> None:
+    swap = make_kernel("v6.9").swap
+    swap.dup(5, 1)
+    swap.dup(5, 1)
+    assert swap.owners_of(5) == {1: 2}
+    swap.dup(5, 2)  # a child shares the swap entry
+    assert swap.owners_of(5) == {1: 2, 2: 1} and swap.count(5) == 3
+    swap.dup(7, 1)
+    with pytest.raises(KeyError, match="no swap PTE of mm 3"):
+        swap.free_entry(7, 3)
+    assert swap.owners_of(7) == {1: 1}
+    assert swap.free_entry(5, 2) == 2 and swap.owners_of(5) == {1: 2}
+    assert swap.free_entry(5, 1) == 1 and swap.free_entry(5, 1) == 0
+    assert swap.owners_of(5) == {} and not swap.in_use(5)
