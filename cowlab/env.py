@@ -442,6 +442,7 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
             machine=machine_for(workload, self.machine),
             seed=run_seed,
             keep_records=True,
+            record_hits=False,  # _settle() reads only the decided faults
         )
         self.run = Run(workload, kernel, run_seed, self.budget)
         self.workload_name = self.entries[index].name

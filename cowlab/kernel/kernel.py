@@ -136,6 +136,10 @@ ADVICES = (
 #: madvise_dontneed_free_valid_vma()).
 _LOCKED_EINVAL = ("pageout", "cold", "dontneed", "free")
 
+#: What a store that does not fault returns when the kernel keeps no record of such
+#: stores (``record_hits=False``): one shared record (do not modify it).
+NO_FAULT: Final = FaultRecord("", -1, -1, "none", "none")
+
 #: The contents of a page written without ``data`` is ``WRITE_TOKEN_BASE + n`` for the
 #: n-th such write: one integer per page (a scenario's data is a 64-bit word or a
 #: string, so never equal to one of these).
@@ -233,6 +237,7 @@ class Kernel:
         costs: CostModel | None = None,
         seed: int | None = 0,
         keep_records: bool = True,
+        record_hits: bool = True,
     ) -> None:
         self.config = config
         self.geometry = geometry
@@ -257,6 +262,9 @@ class Kernel:
         self.speculative: list[tuple[Folio, int]] = []
         self.write_seq = 0
         self.keep_records = keep_records
+        #: False: a store that does not fault makes no record (and returns the shared
+        #: :data:`NO_FAULT`): for callers that read only the faults, like the env.
+        self.record_hits = record_hits
         self.records: list[FaultRecord] = []
         self.violations: list[FaultRecord] = []
         #: Large folios left partly mapped, waiting for deferred_split_scan() (thp.py).
@@ -705,6 +713,9 @@ class Kernel:
         if (pte & 3) == 3:  # present and writable: no fault
             if not pte & 0x40:
                 mm.pt[page] = pte_mkdirty(pte)
+            if not self.record_hits:
+                self._store(mm, page, data)
+                return NO_FAULT
             hit = FaultRecord(mm.name, page, cpu, "none", "none", time_ns=self.clock.now)
             self._store(mm, page, data)
             if self.keep_records:

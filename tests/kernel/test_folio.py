@@ -7,7 +7,7 @@ import pytest
 
 from cowlab.kernel.counters import COUNTER_NAMES, new_counters
 from cowlab.kernel.folio import LRU_BATCH, PTE, Folio, LedgerError
-from cowlab.kernel.kernel import WRITE_TOKEN_BASE
+from cowlab.kernel.kernel import NO_FAULT, WRITE_TOKEN_BASE
 from cowlab.kernel.lru import LruList
 from tests.conftest import make_kernel
 
@@ -132,3 +132,14 @@ def test_swap_slot_owners_follow_forks_and_frees() -> None:
     assert swap.free_entry(5, 2) == 2 and swap.owners_of(5) == {1: 2}
     assert swap.free_entry(5, 1) == 1 and swap.free_entry(5, 1) == 0
     assert swap.owners_of(5) == {} and not swap.in_use(5)
+
+
+def test_a_kernel_that_records_no_hits_still_records_faults_and_stores_data() -> None:
+    k = make_kernel("v6.9")
+    k.record_hits = False
+    mm = k.create_mm("m")
+    k.mmap(mm, 0, 1)
+    first = k.write(mm, 0, data=1)  # a fault: recorded
+    again = k.write(mm, 0, data=2)  # no fault: the shared record, nothing appended
+    assert first.fault == "anon" and again is NO_FAULT and again.outcome == "none"
+    assert k.records == [first] and k.read(mm, 0) == 2
