@@ -128,6 +128,13 @@ class Thread:
                 yield ("busy", k.busy_ns)
             return result
 
+    def write_range(self, mm: MM, start: int, count: int) -> Op[None]:
+        """Store to pages ``start .. start + count - 1`` in turn (a process filling its
+        memory): exactly the operations and scheduling points of ``count`` calls of
+        :meth:`write`, run from compiled code instead of the workload's loop."""
+        for page in range(start, start + count):
+            yield from self.write(mm, page)
+
     def read(self, mm: MM, page: int) -> Op[object]:
         """Load from ``page`` (:meth:`call` spelled out, as :meth:`write`)."""
         k = self.engine.kernel

@@ -108,8 +108,7 @@ class Forceswap:
         mm = t.mm
         assert mm is not None
         p = self.p
-        for page in range(p.npages):
-            yield from t.write(mm, page)
+        yield from t.write_range(mm, 0, p.npages)
         for _ in range(p.nops):
             yield from t.madvise(mm, 0, p.npages, "pageout")
             pt = mm.pt

@@ -88,8 +88,7 @@ class ForkSnapshot:
         interval = max(1, round(1e9 / p.write_rate))
         period = max(1, round(p.snapshot_period_ms * 1e6))
         end = p.duration_ns
-        for page in range(p.pages):  # loading the dataset
-            yield from t.write(mm, page)
+        yield from t.write_range(mm, 0, p.pages)  # loading the dataset
         clock = t.kernel.clock
         next_snapshot = clock.now + period
         child_running = [False]

@@ -148,8 +148,7 @@ class PinnedIo:
         clock = t.kernel.clock
         nbuf = p.rw_buffer_pages + p.ro_buffer_pages
         total = nbuf + p.heap_pages
-        for page in range(total):
-            yield from t.write(mm, page)
+        yield from t.write_range(mm, 0, total)
         yield from self._register(t, mm, buffers)
         fork_period = round(p.fork_period_ms * 1e6)
         rereg_period = round(p.reregister_period_ms * 1e6)

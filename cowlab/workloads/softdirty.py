@@ -108,8 +108,7 @@ class SoftdirtyTracking:
 
     def _writer(self, t: Thread, run: Run, mm: MM, keys: ZipfKeys) -> ThreadGen:
         p = self.p
-        for page in range(p.pages):
-            yield from t.write(mm, page)
+        yield from t.write_range(mm, 0, p.pages)
         clock = t.kernel.clock
         end = p.duration_ns
         interval = p.write_interval_ns

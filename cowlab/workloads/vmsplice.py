@@ -77,8 +77,7 @@ class VmsplicePipe:
         interval = max(1, round(1e9 / p.write_rate))
         period = max(1, round(p.splice_period_ms * 1e6))
         clock = t.kernel.clock
-        for page in range(p.pages):
-            yield from t.write(mm, page)
+        yield from t.write_range(mm, 0, p.pages)
         next_fork = clock.now + period
         generation = 0
         end = p.duration_ns

@@ -219,3 +219,32 @@ def test_a_decision_budget_stops_the_run_where_a_stop_callback_would(
                      [(r.page, r.outcome) for r in k.records]))
     assert ends[0] == ends[1]
     assert ends[0][:2] == ("stopped", 5)
+
+
+def test_write_range_runs_the_same_operations_as_one_write_per_page(
+    kernel: KernelFactory,
+) -> None:
+    def run(use_range: bool) -> tuple[object, ...]:
+        k = kernel("v5.19", cpus=2)
+        engine = Engine(k)
+        mm = k.create_mm("m")
+        k.mmap(mm, 0, 8)
+
+        def filler(t: Thread) -> ThreadGen:
+            if use_range:
+                yield from t.write_range(mm, 2, 5)
+            else:
+                for page in range(2, 7):
+                    yield from t.write(mm, page)
+
+        def other(t: Thread) -> ThreadGen:
+            for _ in range(3):
+                yield from t.write(mm, 0)
+                yield from t.think(700)
+
+        engine.spawn("filler", filler, cpu=0)
+        engine.spawn("other", other, cpu=0)
+        engine.run()
+        return (k.clock.now, engine.steps, [(r.page, r.time_ns, r.fault) for r in k.records])
+
+    assert run(True) == run(False)
