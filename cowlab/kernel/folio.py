@@ -321,6 +321,18 @@ class Folio:
     def put(self, kind: str, owner: Any = None, n: int = 1, sub: int = 0) -> None:
         """Drop ``n`` references taken by ``get`` with the same key."""
         refs = self._refs
+        if (
+            refs is not None
+            and len(refs) == 4
+            and refs[3] == n
+            and refs[0] is kind
+            and refs[2] == sub
+            and (refs[1] is owner or refs[1] == owner)
+        ):
+            # The common case: the folio's only other reference goes.
+            self._refs = None
+            self.refcount -= n
+            return
         j = self._find(kind, owner, sub)
         have: int = 0 if j < 0 or refs is None else refs[j + 3]
         if have < n or refs is None:
