@@ -714,10 +714,10 @@ class Kernel:
             if not pte & 0x40:
                 mm.pt[page] = pte_mkdirty(pte)
             if not self.record_hits:
-                self._store(mm, page, data)
+                self._store_pfn(pte_pfn(pte), data)
                 return NO_FAULT
             hit = FaultRecord(mm.name, page, cpu, "none", "none", time_ns=self.clock.now)
-            self._store(mm, page, data)
+            self._store_pfn(pte_pfn(pte), data)
             if self.keep_records:
                 self.records.append(hit)
             return hit
@@ -728,10 +728,13 @@ class Kernel:
 
     def _store(self, mm: MM, page: int, data: object) -> None:
         """The write lands in whatever page the PTE now maps."""
+        self._store_pfn(pte_pfn(mm.pt[page]), data)
+
+    def _store_pfn(self, pfn: int, data: object) -> None:
+        """Store ``data`` (None: a fresh token) in the page ``pfn``."""
         if data is None:
             self.write_seq += 1
             data = WRITE_TOKEN_BASE + self.write_seq
-        pfn = pte_pfn(mm.pt[page])
         folio = self.frames[pfn]
         folio.set_data(pfn - folio.pfn, data)
 

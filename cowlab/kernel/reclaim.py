@@ -109,8 +109,9 @@ def reclaim_folio(k: Kernel, folio: Folio, cpu: int, who: str) -> bool:
             return putback_folio(k, folio, cpu, who)
         return False
     # try_to_unmap(TTU_SPLIT_HUGE_PMD): PMD mappings become PTEs first.
-    for owner, _sub, _n in folio.holders(PMD):
-        split_pmd(k, k.mms[owner[0]], owner[1])
+    if folio.entire_mapcount:
+        for owner, _sub, _n in folio.holders(PMD):
+            split_pmd(k, k.mms[owner[0]], owner[1])
     k.lock_folio(folio, "reclaim")
     swap = k.swap
     if folio.swap_entry is None and cfg.reclaim_skips_pinned and folio.maybe_dma_pinned():
