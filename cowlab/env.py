@@ -463,37 +463,26 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
 
     def _step_info(self, record: FaultRecord | None, primitive: str | None,
                    shielded: bool) -> dict[str, Any]:
-        """The info dict of a step, built in one go (same keys, in the same order, as
-        ``_base_info() | _INFO_NONE`` updated with the record's fields)."""
+        """The info dict of a step: ``_base_info()`` with this step's ``primitive`` and
+        ``shielded``, then the record's fields (``_INFO_NONE`` without a record)."""
         run = self.run
-        decisions = run.kernel.nr_decisions if run is not None else 0
-        if record is None:
-            return {
-                "workload": self.workload_name,
-                "run_seed": self.run_seed,
-                "decisions": decisions,
-                "primitive": primitive,
-                "shielded": shielded,
-                "outcome": None,
-                "fault": None,
-                "exclusive": None,
-                "violation": None,
-                "blockers": (),
-                "latency_ns": 0,
-            }
-        return {
+        info: dict[str, Any] = {
             "workload": self.workload_name,
             "run_seed": self.run_seed,
-            "decisions": decisions,
+            "decisions": run.kernel.nr_decisions if run is not None else 0,
             "primitive": primitive,
             "shielded": shielded,
-            "outcome": record.outcome,
-            "fault": record.fault,
-            "exclusive": record.exclusive,
-            "violation": record.violation,
-            "blockers": record.blockers,
-            "latency_ns": record.latency_ns,
         }
+        if record is None:
+            info.update(_INFO_NONE)
+        else:
+            info["outcome"] = record.outcome
+            info["fault"] = record.fault
+            info["exclusive"] = record.exclusive
+            info["violation"] = record.violation
+            info["blockers"] = record.blockers
+            info["latency_ns"] = record.latency_ns
+        return info
 
     # -- Gymnasium API -------------------------------------------------------------------
     def reset(
