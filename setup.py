@@ -1,9 +1,10 @@
 """Build script: compiles the simulated kernel with mypyc when a C compiler is present.
 
 The metadata lives in pyproject.toml; this file only adds the compiled extension
-modules. The kernel's Python sources (cowlab/kernel/*.py, cowlab/geometry.py) are the
-one source of truth: mypyc turns them into C extension modules that sit next to them,
-and ``COWLAB_PURE=1`` makes cowlab import the ``.py`` files instead (cowlab/_build.py).
+modules. The Python sources (cowlab/kernel/*.py, cowlab/geometry.py and the shipped
+workloads, cowlab/workloads/*.py) are the one source of truth: mypyc turns them into C
+extension modules that sit next to them, and ``COWLAB_PURE=1`` makes cowlab import the
+``.py`` files instead (cowlab/_build.py).
 
 When there is no working C compiler, or mypyc cannot be imported or fails, the
 installation goes on as pure Python and says so (here, on the build's output, and at
@@ -33,6 +34,8 @@ MANIFEST = ROOT / "cowlab" / "_compiled.json"
 #: cannot compile classes derived from RuntimeError) and the runtime-checkable Policy
 #: protocol (a compiled class is no Protocol).
 INTERPRETED = {"__init__.py", "errors.py", "policy.py"}
+#: Workload modules that stay interpreted: the package file and the plugin hook module.
+WORKLOADS_INTERPRETED = {"__init__.py", "builtin.py"}
 #: The mypyc group: one shared library, cowlab/kernel/_native__mypyc.*.so.
 GROUP = "cowlab.kernel._native"
 
@@ -44,7 +47,12 @@ def compiled_sources() -> list[str]:
         for p in (ROOT / "cowlab" / "kernel").glob("*.py")
         if p.name not in INTERPRETED
     )
-    return [*kernel, "cowlab/geometry.py"]
+    workloads = sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "cowlab" / "workloads").glob("*.py")
+        if p.name not in WORKLOADS_INTERPRETED
+    )
+    return [*kernel, "cowlab/geometry.py", *workloads]
 
 
 def module_name(source: str) -> str:

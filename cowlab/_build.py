@@ -1,6 +1,7 @@
 """Which build of the simulated kernel runs: compiled (mypyc) or pure Python.
 
-setup.py compiles cowlab/kernel/*.py (but ``__init__`` and ``errors``) and
+setup.py compiles cowlab/kernel/*.py (but ``__init__``, ``errors`` and ``policy``), the
+shipped workloads (cowlab/workloads/*.py but ``__init__`` and ``builtin``) and
 cowlab/geometry.py with mypyc into extension modules that sit next to the sources, and
 records a hash of every compiled source in ``cowlab/_compiled.json``. Python prefers an
 extension module over a ``.py`` file of the same name, so the compiled build is the
@@ -65,10 +66,11 @@ def _extension_exists(module: str) -> bool:
 
 
 def _modules_with_extensions() -> set[str]:
-    """Kernel modules with an extension module next to their source, whatever the
-    manifest says (a stale build left behind must not be imported either)."""
+    """Compiled-package modules with an extension module next to their source,
+    whatever the manifest says (a stale build left behind must not be imported either)."""
     found = set()
-    for folder, prefix in ((_ROOT / "kernel", "cowlab.kernel."), (_ROOT, "cowlab.")):
+    for folder, prefix in ((_ROOT / "kernel", "cowlab.kernel."),
+                           (_ROOT / "workloads", "cowlab.workloads."), (_ROOT, "cowlab.")):
         for source in folder.glob("*.py"):
             if _extension_exists(prefix + source.stem):
                 found.add(prefix + source.stem)

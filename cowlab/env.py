@@ -434,6 +434,8 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
 
     def _start(self, index: int, run_seed: int) -> FaultView | None:
         # mix-v1 and friends pick their component from the run's seed.
+        if self.run is not None:
+            self.run.close()  # the last run's memory goes back now (Run.close)
         workload = resolve_workload(self._make_workload(index), run_seed)
         kernel = Kernel(
             self.kernel_config,
@@ -649,6 +651,8 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         return "\n".join(lines) + "\n"
 
     def close(self) -> None:
-        """Abandon the run in progress."""
+        """Abandon the run in progress and release it (:meth:`Run.close`)."""
         self._kill()
+        if self.run is not None:
+            self.run.close()
         super().close()

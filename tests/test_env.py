@@ -237,6 +237,42 @@ def test_the_env_consumes_the_records_it_settles() -> None:
     assert {"copy", "reuse"} <= set(outcomes)
 
 
+@pytest.mark.parametrize("workload", [
+    {"name": "fork-snapshot-v1", "params": {"pages": 64}},
+    {"name": "softdirty-tracking-v1", "params": {"pages": 64}},
+    {"name": "vmsplice-pipe-v1", "params": {"pages": 64}},
+    {"name": "pinned-io-v1", "params": {}},
+    FORCESWAP,
+])
+def test_a_finished_episode_is_freed_without_the_cyclic_garbage_collector(
+    workload: dict[str, Any]
+) -> None:
+    """Run.close() breaks every reference cycle of the last run when the next starts:
+    Python's cyclic collector finds nothing left of it (it would otherwise scan every
+    folio of every past episode, a sizeable share of the env's time)."""
+    import gc
+
+    env = CowFaultEnv(workload=workload, max_decisions=40)
+    env.reset(seed=0)
+    for i in range(60):  # into the episode, with threads suspended mid-body
+        _, _, terminated, truncated, _ = env.step(i % 2)
+        if terminated or truncated:
+            break
+    gc.collect()
+    gc.disable()
+    try:
+        old = env.run
+        assert old is not None
+        decisions = old.kernel.nr_decisions
+        env.reset(seed=1)
+        assert old.kernel.nr_decisions == decisions  # a closed run can still be read
+        del old
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    env.close()
+
+
 def test_determinism_holds_across_processes() -> None:
     code = (
         "import sys; sys.path.insert(0, 'tests'); from test_env import *; "

@@ -44,6 +44,10 @@ class Clock:
         """Time of the earliest pending event, or None."""
         return self._queue[0][0] if self._queue else None
 
+    def cancel_all(self) -> None:
+        """Drop every pending event (a closed kernel's: their callbacks refer to it)."""
+        self._queue.clear()
+
     def run_until(self, t_ns: int) -> None:
         """Run every event due at or before ``t_ns`` and move the clock there."""
         queue = self._queue

@@ -53,6 +53,17 @@ ThreadBody = Callable[["Thread"], ThreadGen]
 Op = Generator[Yield, None, T]
 
 
+def _finished_body() -> ThreadGen:
+    return
+    yield  # a generator function
+
+
+#: The body of a closed thread: a generator that has finished.
+_FINISHED: ThreadGen = _finished_body()
+for _ in _FINISHED:
+    pass
+
+
 class Thread:
     """A simulated thread: a generator body running on a CPU, optionally in an mm."""
 
@@ -73,6 +84,14 @@ class Thread:
         #: Why the thread's current operation is waiting (None while it is not).
         self.waiting: str | None = None
         self._gen = body(self)
+
+    def close(self) -> None:
+        """Finish the thread where it stands (:meth:`Engine.close`): its body gets
+        GeneratorExit, as an abandoned generator does, and is dropped (its frame refers
+        to this thread)."""
+        gen, self._gen = self._gen, _FINISHED
+        self.alive = False
+        gen.close()
 
     @property
     def kernel(self) -> Kernel:
@@ -357,6 +376,18 @@ class Engine:
         self.end_reason = reason
         if until_ns is not None and reason != "stopped":
             clock.run_until(max(clock.now, until_ns))
+
+    def close(self) -> None:
+        """Abandon the run: finish every thread and forget them (a finished run's
+        teardown, :meth:`Run.close <cowlab.workloads.base.Run.close>`). Threads and the
+        engine refer to each other; once closed, a run's memory is freed by reference
+        counting alone."""
+        for thread in self.threads:
+            thread.close()
+        self.threads.clear()
+        self._ready.clear()
+        self._blocked.clear()
+        self._live = 0
 
     def _unblock(self, at: int) -> None:
         """Another thread ran (or I/O completed): retry every blocked thread at ``at``."""

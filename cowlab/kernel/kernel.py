@@ -287,6 +287,17 @@ class Kernel:
         self._decide: Callable[[FaultView], object] = policy.decide
         policy.reset(seed)
 
+    def close(self) -> None:
+        """Break this kernel's reference cycles once its run is over (:meth:`Run.close
+        <cowlab.workloads.base.Run.close>`), so that its memory is freed when the last
+        reference to it goes, not when Python's cyclic garbage collector next scans
+        every object of every past run. The cycles are the LRU's (the links between
+        folios, its release callback) and the pending clock events' callbacks, which are
+        dropped. Counters, records and state can still be read; operations can no
+        longer run."""
+        self.lru.close()
+        self.clock.cancel_all()
+
     # ==================================================================================
     # operations: busy-time accounts and the clock (@operation)
     # ==================================================================================

@@ -74,6 +74,16 @@ class LruList:
         folio.lru_prev = folio.lru_next = None
         self.size -= 1
 
+    def clear(self) -> None:
+        """Unlink every folio, emptying the list (:meth:`Lru.close`)."""
+        folio = self.head
+        while folio is not None:
+            nxt = folio.lru_next
+            folio.lru_prev = folio.lru_next = None
+            folio = nxt
+        self.head = self.tail = None
+        self.size = 0
+
     def first(self) -> Folio | None:
         """The oldest folio, or None."""
         return self.head
@@ -86,6 +96,10 @@ class LruList:
             out.append(folio)
             folio = folio.lru_next
         return out
+
+
+def _closed(folio: Folio) -> None:
+    raise RuntimeError("the LRU of a closed kernel released a folio")
 
 
 class Lru:
@@ -114,6 +128,14 @@ class Lru:
         self.owners: list[dict[str, tuple[int, str]]] = [
             {name: (cpu, name) for name in BATCH_NAMES} for cpu in range(nr_cpus)
         ]
+
+    def close(self) -> None:
+        """Drop the links of a finished run (:meth:`Kernel.close`): the lists' links
+        between folios and the ``release`` callback (a method of the kernel, which
+        holds this Lru) are reference cycles."""
+        self.active.clear()
+        self.inactive.clear()
+        self.release = _closed
 
     # -- lists ---------------------------------------------------------------------------
     def _list(self, name: str) -> LruList:

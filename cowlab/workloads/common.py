@@ -13,6 +13,8 @@ import random
 from bisect import bisect_left
 from dataclasses import dataclass
 
+from mypy_extensions import mypyc_attr
+
 from cowlab.kernel.actors import (
     ActorsConfig,
     KcompactdConfig,
@@ -24,6 +26,32 @@ from cowlab.kernel.engine import Thread, ThreadGen
 
 NS_PER_MS = 1_000_000
 NS_PER_US = 1_000
+
+
+def randbelow(rng: random.Random, n: int) -> int:
+    """A uniform integer in ``0..n-1``: the draw ``rng.randrange(n)`` makes, from the
+    same stream (rejection sampling on ``getrandbits(n.bit_length())``, CPython's own
+    algorithm), without the interpreted ``random`` module code around it.
+
+        >>> a, b = random.Random(7), random.Random(7)
+        >>> [randbelow(a, 1000) for _ in range(5)] == [b.randrange(1000) for _ in range(5)]
+        True
+    """
+    if n <= 0:
+        raise ValueError(f"randbelow needs n >= 1, got {n}")
+    k = n.bit_length()
+    r = rng.getrandbits(k)
+    while r >= n:
+        r = rng.getrandbits(k)
+    return r
+
+
+def shuffle(rng: random.Random, items: list[int]) -> None:
+    """Shuffle ``items`` in place as ``rng.shuffle(items)`` does (Fisher-Yates from the
+    end, :func:`randbelow` draws), with the same result from the same stream."""
+    for i in range(len(items) - 1, 0, -1):
+        j = randbelow(rng, i + 1)
+        items[i], items[j] = items[j], items[i]
 
 
 class ZipfKeys:
@@ -48,7 +76,7 @@ class ZipfKeys:
         self.n = n
         self._last = n - 1
         self._perm = list(range(n))
-        rng.shuffle(self._perm)
+        shuffle(rng, self._perm)
         if skew == 0:
             self._cum: list[float] | None = None
             self._total = float(n)
@@ -64,7 +92,7 @@ class ZipfKeys:
         """One key."""
         cum = self._cum
         if cum is None:
-            return self._perm[rng.randrange(self.n)]
+            return self._perm[randbelow(rng, self.n)]
         rank = bisect_left(cum, rng.random() * self._total)
         last = self._last
         return self._perm[rank if rank < last else last]
@@ -82,6 +110,7 @@ def check_swap(swap: str) -> None:
         raise ValueError(f"swap must be one of {', '.join(DEVICES)}, got {swap!r}")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True)
 class CommonParams:
     """Parameters every workload (but forceswap-v1 and mix-v1) has."""

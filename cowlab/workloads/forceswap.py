@@ -28,11 +28,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mypy_extensions import mypyc_attr
+
 from cowlab.kernel.costs import DEVICES
 from cowlab.kernel.engine import Thread, ThreadGen
 from cowlab.workloads.base import Run
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True)
 class ForceswapParams:
     """Parameters of ``forceswap-v1``."""
@@ -61,6 +64,7 @@ class ForceswapParams:
             raise ValueError(f"think_ns must be non-negative, got {self.think_ns}")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Forceswap:
     """The forceswap loop on the engine."""
 

@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from cowlab.kernel.actors import start_actors
 from cowlab.kernel.engine import Thread, ThreadGen
 from cowlab.kernel.mm import MM
@@ -35,6 +37,7 @@ from cowlab.workloads.base import Run
 from cowlab.workloads.common import CommonParams, ZipfKeys, actor_cpus, check_range
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True)
 class ForkSnapshotParams(CommonParams):
     """Parameters of ``fork-snapshot-v1``."""
@@ -61,6 +64,7 @@ class ForkSnapshotParams(CommonParams):
         check_range("child_page_ns", self.child_page_ns, 0, 1e9)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ForkSnapshot:
     """The Redis BGSAVE / AOF-rewrite pattern on the engine (see the module docstring)."""
 

@@ -23,13 +23,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from cowlab.kernel.actors import ActorsConfig, KsmdConfig, start_actors
 from cowlab.kernel.engine import Thread, ThreadGen
 from cowlab.kernel.mm import MM
 from cowlab.workloads.base import Run
-from cowlab.workloads.common import CommonParams, ZipfKeys, check_range
+from cowlab.workloads.common import CommonParams, ZipfKeys, check_range, randbelow
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True)
 class KsmVmsParams(CommonParams):
     """Parameters of ``ksm-vms-v1``."""
@@ -87,6 +90,7 @@ class KsmVmsParams(CommonParams):
         )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class KsmVms:
     """VM guests with mergeable memory under ksmd (see the module docstring)."""
 
@@ -110,7 +114,7 @@ class KsmVms:
             k.madvise(vm, 0, p.pages, "mergeable")
             # Which pages hold common content, and which content: fixed per guest.
             contents: list[object] = [
-                ("common", run.rng.randrange(p.distinct_contents))
+                ("common", randbelow(run.rng, p.distinct_contents))
                 if run.rng.random() < p.shared_fraction
                 else None
                 for _ in range(p.pages)

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from cowlab.kernel.actors import start_actors
 from cowlab.kernel.engine import Thread, ThreadGen
 from cowlab.kernel.mm import MM
@@ -33,10 +35,12 @@ from cowlab.workloads.common import (
     actor_cpus,
     check_range,
     check_swap,
+    randbelow,
     throttle_reclaim,
 )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True)
 class MemcachedPressureParams(CommonParams):
     """Parameters of ``memcached-pressure-v1``."""
@@ -79,6 +83,7 @@ class MemcachedPressureParams(CommonParams):
         return self.cpus or self.threads
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class MemcachedPressure:
     """memcached under memory pressure with swap (see the module docstring)."""
 
@@ -128,6 +133,6 @@ class MemcachedPressure:
                 yield from t.read(mm, key)
             yield from t.think(p.request_ns)
             if ncpus > 1 and p.migrate_prob and rng.random() < p.migrate_prob:
-                target = rng.randrange(ncpus - 1)
+                target = randbelow(rng, ncpus - 1)
                 t.engine.migrate(t, target + (target >= t.cpu))
                 yield from t.sleep(0)  # the context switch onto the new CPU

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from cowlab.kernel.errors import KernelError
 from cowlab.workloads.base import Run, Workload
 from cowlab.workloads.forceswap import Forceswap
@@ -42,6 +44,7 @@ COMPONENTS: dict[str, tuple[str, Callable[[], Workload]]] = {
 }
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True)
 class MixParams:
     """Parameters of ``mix-v1``: one non-negative weight per component."""
@@ -74,6 +77,7 @@ class MixParams:
         return {COMPONENTS[f.name][0]: getattr(self, f.name) for f in fields(self)}
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Mix:
     """A seeded choice of one component per run (see the module docstring)."""
 

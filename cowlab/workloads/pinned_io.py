@@ -35,13 +35,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from cowlab.kernel.actors import start_actors
 from cowlab.kernel.engine import Thread, ThreadGen
 from cowlab.kernel.mm import MM
 from cowlab.workloads.base import Run
-from cowlab.workloads.common import CommonParams, actor_cpus, check_range
+from cowlab.workloads.common import CommonParams, actor_cpus, check_range, randbelow
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True)
 class PinnedIoParams(CommonParams):
     """Parameters of ``pinned-io-v1``."""
@@ -92,6 +95,7 @@ class _Buffers:
         self.ro: str | None = None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class PinnedIo:
     """Long-term pinned buffers with fork and soft-dirty tracking (see the module doc)."""
 
@@ -168,9 +172,9 @@ class PinnedIo:
                 yield from self._register(t, mm, buffers)
                 next_rereg = clock.now + rereg_period
             if p.heap_pages == 0 or (nbuf and rng.random() < p.buffer_write_ratio):
-                page = rng.randrange(nbuf)
+                page = randbelow(rng, nbuf)
             else:
-                page = nbuf + rng.randrange(p.heap_pages)
+                page = nbuf + randbelow(rng, p.heap_pages)
             yield from t.write(mm, page)
             yield from t.think(p.write_interval_ns)
 
@@ -178,7 +182,7 @@ class PinnedIo:
         k = t.kernel
         total = self.p.rw_buffer_pages + self.p.ro_buffer_pages + self.p.heap_pages
         for _ in range(self.p.child_reads):
-            yield from t.read(child, run.rng.randrange(total))
+            yield from t.read(child, randbelow(run.rng, total))
         yield from t.call(k.exit_mm, child)
 
     def _device(self, t: Thread, buffers: _Buffers) -> ThreadGen:

@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from cowlab.geometry import pte_present, pte_soft_dirty
 from cowlab.kernel.actors import start_actors
 from cowlab.kernel.engine import Thread, ThreadGen
@@ -39,6 +41,7 @@ from cowlab.workloads.common import CommonParams, ZipfKeys, actor_cpus, check_ra
 MODES = ("criu", "qemu", "both")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True)
 class SoftdirtyTrackingParams(CommonParams):
     """Parameters of ``softdirty-tracking-v1``."""
@@ -76,6 +79,7 @@ class SoftdirtyTrackingParams(CommonParams):
         check_range("qemu_page_ns", self.qemu_page_ns, 0, 1e9)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SoftdirtyTracking:
     """CRIU soft-dirty pre-dumps and QEMU uffd-wp snapshots (see the module docstring)."""
 

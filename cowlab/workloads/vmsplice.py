@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from cowlab.kernel.actors import start_actors
 from cowlab.kernel.engine import Thread, ThreadGen
 from cowlab.kernel.mm import MM
@@ -24,6 +26,7 @@ from cowlab.workloads.base import Run
 from cowlab.workloads.common import CommonParams, ZipfKeys, actor_cpus, check_range
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True)
 class VmsplicePipeParams(CommonParams):
     """Parameters of ``vmsplice-pipe-v1``."""
@@ -51,6 +54,7 @@ class VmsplicePipeParams(CommonParams):
         check_range("pipe_lifetime_us", self.pipe_lifetime_us, 0, 1e9)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VmsplicePipe:
     """The vmsplice-and-exit pattern on the engine (see the module docstring)."""
 

@@ -175,7 +175,7 @@ def _training_mix() -> list[tuple[dict[str, Any], int]]:
 def work_env(quick: bool) -> dict[str, Any]:
     """Steps per second over the training mix: each workload runs ``weight`` x N steps;
     the rate is all steps over all the time (what a training run's mix costs)."""
-    import numpy as np
+    import random
 
     from cowlab.env import CowFaultEnv
 
@@ -190,7 +190,7 @@ def work_env(quick: bool) -> dict[str, Any]:
         for workload, weight in _training_mix():
             env = CowFaultEnv(kernel="v5.19", workload=workload, action_mode="decision",
                               max_decisions=256)
-            rng = np.random.default_rng(0)
+            rng = random.Random(0)
             env.reset(seed=0)
             want = weight * per_weight
             t0 = time.perf_counter()

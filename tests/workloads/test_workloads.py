@@ -208,3 +208,46 @@ def test_vmsplice_pipe_leaks_under_the_mapcount_rule_and_not_under_refcount_rule
 
     assert violations("legacy") > 0
     assert violations("baseline") == violations("exclusive") == violations("oracle") == 0
+
+
+def test_third_party_code_can_extend_the_shipped_workloads_and_their_parameters() -> None:
+    """The shipped workloads run compiled, yet stay open to Python subclasses: a plugin's
+    parameters derive from CommonParams (docs/workloads.md) and a variant may derive
+    from a shipped workload."""
+    from cowlab.kernel.engine import Thread, ThreadGen
+    from cowlab.kernel.presets import get_preset
+    from cowlab.workloads import Budget, Run
+    from cowlab.workloads.common import CommonParams, check_range
+    from cowlab.workloads.fork_snapshot import ForkSnapshot, ForkSnapshotParams
+
+    @dataclasses.dataclass(frozen=True)
+    class BombParams(CommonParams):
+        pages: int = 8
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            check_range("pages", self.pages, 1, 64)
+
+    assert BombParams(pages=4).duration_ns == CommonParams().duration_ns
+    with pytest.raises(ValueError, match=r"pages must be 1\.\.64"):
+        BombParams(pages=0)
+
+    @dataclasses.dataclass(frozen=True)
+    class HotParams(ForkSnapshotParams):
+        label: str = "hot"
+
+    class QuietSnapshot(ForkSnapshot):
+        id = "quiet-snapshot-v1"
+
+        def _child(self, t: Thread, child: Any, running: list[bool]) -> ThreadGen:
+            yield from t.call(t.kernel.exit_mm, child)  # saves nothing: exits at once
+            running[0] = False
+
+    workload = QuietSnapshot(pages=16)
+    workload.p = HotParams(pages=16, snapshot_period_ms=0.01, duration_ms=0.5)
+    policy = get_registry().make_policy("exclusive")
+    kernel = Kernel(get_preset("v5.19"), policy, machine=machine_for(workload, None))
+    Run(workload, kernel, 0, Budget(max_decisions=None, max_time_ns=500_000)).execute()
+    assert kernel.check_invariants() == []
+    assert kernel.nr_decisions > 0  # the parent wrote to pages shared with a child
+    assert kernel.counters["pgfault"] >= 16  # loading the dataset

@@ -1,0 +1,39 @@
+"""The workloads' shared random draws: the same numbers as the ``random`` module's."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from cowlab.workloads.common import ZipfKeys, randbelow, shuffle
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 100, 1000, 2**20 + 3])
+def test_randbelow_draws_what_randrange_draws_from_the_same_stream(n: int) -> None:
+    ours, theirs = random.Random(f"seed:{n}"), random.Random(f"seed:{n}")
+    assert [randbelow(ours, n) for _ in range(500)] == [theirs.randrange(n) for _ in range(500)]
+    assert ours.random() == theirs.random()  # and leaves the stream at the same point
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 512, 4099])
+def test_shuffle_permutes_as_random_shuffle_does(n: int) -> None:
+    ours, theirs = list(range(n)), list(range(n))
+    a, b = random.Random(n), random.Random(n)
+    shuffle(a, ours)
+    b.shuffle(theirs)
+    assert ours == theirs
+    assert a.getrandbits(64) == b.getrandbits(64)
+
+
+def test_randbelow_refuses_an_empty_range() -> None:
+    with pytest.raises(ValueError, match="n >= 1"):
+        randbelow(random.Random(0), 0)
+
+
+def test_zipf_keys_scatter_ranks_over_a_permutation_of_the_keys() -> None:
+    keys = ZipfKeys(512, 0.99, random.Random(3))
+    assert sorted(keys.key_of_rank(r) for r in range(512)) == list(range(512))
+    uniform = ZipfKeys(10, 0, random.Random(3))
+    rng = random.Random(4)
+    assert all(0 <= uniform.sample(rng) < 10 for _ in range(1000))
