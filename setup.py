@@ -1,8 +1,9 @@
 """Build script: compiles the simulated kernel with mypyc when a C compiler is present.
 
 The metadata lives in pyproject.toml; this file only adds the compiled extension
-modules. The Python sources (cowlab/kernel/*.py, cowlab/geometry.py and the shipped
-workloads, cowlab/workloads/*.py) are the one source of truth: mypyc turns them into C
+modules. The Python sources (cowlab/kernel/*.py, cowlab/geometry.py, the env's
+observation encoding cowlab/observation.py and the shipped workloads,
+cowlab/workloads/*.py) are the one source of truth: mypyc turns them into C
 extension modules that sit next to them, and ``COWLAB_PURE=1`` makes cowlab import the
 ``.py`` files instead (cowlab/_build.py).
 
@@ -52,7 +53,7 @@ def compiled_sources() -> list[str]:
         for p in (ROOT / "cowlab" / "workloads").glob("*.py")
         if p.name not in WORKLOADS_INTERPRETED
     )
-    return [*kernel, "cowlab/geometry.py", *workloads]
+    return [*kernel, "cowlab/geometry.py", "cowlab/observation.py", *workloads]
 
 
 def module_name(source: str) -> str:

@@ -1,11 +1,12 @@
 """Which build of the simulated kernel runs: compiled (mypyc) or pure Python.
 
 setup.py compiles cowlab/kernel/*.py (but ``__init__``, ``errors`` and ``policy``), the
-shipped workloads (cowlab/workloads/*.py but ``__init__`` and ``builtin``) and
-cowlab/geometry.py with mypyc into extension modules that sit next to the sources, and
-records a hash of every compiled source in ``cowlab/_compiled.json``. Python prefers an
-extension module over a ``.py`` file of the same name, so the compiled build is the
-default wherever it was built. The pure build (the ``.py`` files themselves) runs when
+shipped workloads (cowlab/workloads/*.py but ``__init__`` and ``builtin``),
+cowlab/geometry.py and cowlab/observation.py with mypyc into extension modules that
+sit next to the sources, and records a hash of every compiled source in
+``cowlab/_compiled.json``. Python prefers an extension module over a ``.py`` file of
+the same name, so the compiled build is the default wherever it was built. The pure
+build (the ``.py`` files themselves) runs when
 
 * ``COWLAB_PURE=1`` is set (debugging, profiling, the pure half of CI's comparison);
 * nothing was compiled (no C compiler at install time; the manifest says why);

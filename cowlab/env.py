@@ -23,11 +23,13 @@ reason for the ``anon_wp_copy_*`` counters), which lets a built-in policy be rep
 through the env exactly.
 
 Observation: float32 vector over :data:`OBSERVATION_NAMES` (plus ``primitives_used``
-in primitives mode; the names are in ``feature_names``): the kernel's
-:data:`~cowlab.kernel.fault.FEATURE_NAMES`, counts relative to the folio's ``nr_pages``
-where they count per folio and ``log1p``'d (:data:`LOG_FEATURES`), ``order`` over
-:data:`MAX_ORDER`, flags 0 or 1, then the 0/1 comparisons of :data:`DERIVED_FEATURES`.
-Only kernel-visible state is observed: the ground truth goes into ``info`` only.
+in primitives mode; the names are in ``feature_names``), encoded by
+:mod:`cowlab.observation`: the kernel's :data:`~cowlab.kernel.fault.FEATURE_NAMES`,
+counts relative to the folio's ``nr_pages`` where they count per folio and ``log1p``'d
+(:data:`LOG_FEATURES`), ``order`` over
+:data:`~cowlab.observation.MAX_ORDER`, flags 0 or 1, then the 0/1 comparisons of
+:data:`DERIVED_FEATURES`. Only kernel-visible state is observed: the ground truth goes
+into ``info`` only.
 
 Reward, per decided write fault, computed from the
 :class:`~cowlab.kernel.fault.FaultRecord` the kernel appends for it:
@@ -59,7 +61,6 @@ Episodes end when the run's budget is spent (``truncated``: ``max_decisions`` or
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, SupportsFloat
 
@@ -84,6 +85,15 @@ from cowlab.config import (
 from cowlab.kernel.decision import Decision
 from cowlab.kernel.fault import FEATURE_NAMES, FaultRecord, FaultView, OracleFaultView
 from cowlab.kernel.kernel import Kernel
+from cowlab.observation import (
+    COUNT_HIGH,
+    DERIVED_FEATURES,
+    LOG_FEATURES,
+    LOG_INDEX,
+    OBSERVATION_NAMES,
+    encode_features,
+    observe,
+)
 from cowlab.plugins import PluginError, PluginRegistry, get_registry
 from cowlab.workloads.base import Budget, Run, Workload, machine_for, resolve_workload
 
@@ -116,45 +126,20 @@ PRIMITIVE_ACTIONS: tuple[str, ...] = (
 )
 COPY, REUSE = 0, 1
 
-#: Counts in the observation: each is divided by the folio's ``nr_pages`` where it counts
-#: per folio (so a fully mapped 2 MiB THP and a 4 KiB page read alike), then ``log1p``'d
-#: (a pinned page's refcount is above 1024).
-LOG_FEATURES: tuple[str, ...] = (
-    "refcount",
-    "mapcount",
-    "large_mapcount",
-    "swapcount",
-    "pincount",
-)
-#: Of those, the per-folio counts divided by ``nr_pages`` first.
-PER_FOLIO_COUNTS: tuple[str, ...] = ("refcount", "large_mapcount")
-#: ``order`` is divided by this (a 1 GiB hugetlb folio, the largest, is order 18).
-MAX_ORDER = 18
-#: Flags derived from the kernel-visible counts, appended after :data:`FEATURE_NAMES`:
-#: the comparisons the kernel's own rules make, as 0/1 (a network need not learn an
-#: exact threshold on a log-scaled count from a handful of rare faults).
-DERIVED_FEATURES: tuple[str, ...] = (
-    "sole_reference",  # refcount == 1: the writer's mapping is the only reference
-    "mapped_more_than_once",  # mapcount > 1: another PTE or PMD maps the page
-    "unexplained_references",  # refcount > mappings + swapcache: GUP, pipe, LRU batch...
-)
-#: The observation's features in ``decision`` mode (``primitives`` mode appends
-#: ``primitives_used``).
-OBSERVATION_NAMES: tuple[str, ...] = FEATURE_NAMES + DERIVED_FEATURES
-_LOG_INDEX = tuple(FEATURE_NAMES.index(n) for n in LOG_FEATURES)
-_PER_FOLIO_INDEX = frozenset(FEATURE_NAMES.index(n) for n in PER_FOLIO_COUNTS)
-_ORDER_INDEX = FEATURE_NAMES.index("order")
-#: (index, divided by ``nr_pages`` first) of each :data:`LOG_FEATURES` count.
-_LOG_SCALING = tuple((i, i in _PER_FOLIO_INDEX) for i in _LOG_INDEX)
-_REFCOUNT_INDEX = FEATURE_NAMES.index("refcount")
-_MAPCOUNT_INDEX = FEATURE_NAMES.index("mapcount")
-_LARGE_MAPCOUNT_INDEX = FEATURE_NAMES.index("large_mapcount")
-_SWAPCACHE_INDEX = FEATURE_NAMES.index("swapcache")
-_COUNT_HIGH = 64.0  # log1p of any count the simulator can hold stays far below this
-
 #: The answers of the COPY action and of a shielded REUSE (Decision is immutable).
 _COPY_POLICY = Decision.COPY.because("policy")
 _COPY_SHIELD = Decision.COPY.because("shield")
+
+
+
+def _all_allowed(n: int) -> np.ndarray:
+    mask = np.ones(n, dtype=bool)
+    mask.setflags(write=False)
+    return mask
+
+
+#: The mask with every action allowed, by number of actions (shared, read-only).
+_ALL_ALLOWED = {n: _all_allowed(n) for n in (2, len(PRIMITIVE_ACTIONS))}
 
 _INFO_NONE: dict[str, Any] = {
     "outcome": None,
@@ -164,41 +149,6 @@ _INFO_NONE: dict[str, Any] = {
     "blockers": (),
     "latency_ns": 0,
 }
-
-
-def encode_features(view: FaultView) -> list[float]:
-    """The observation of ``view`` in :data:`OBSERVATION_NAMES` order (without env extras).
-
-    Counts are scaled as :data:`LOG_FEATURES` says, ``order`` by :data:`MAX_ORDER`, flags
-    are 0 or 1, and the :data:`DERIVED_FEATURES` follow.
-
-    >>> from math import log1p
-    >>> LOG_FEATURES[0], round(log1p(1024), 3), DERIVED_FEATURES[0]
-    ('refcount', 6.932, 'sole_reference')
-    """
-    values = view.features()
-    nr_pages = view.nr_pages
-    # The derived flags compare the raw counts, read back from the features (floats of
-    # integers far below 2**53: the comparisons are exact).
-    refcount = values[_REFCOUNT_INDEX]
-    mapcount = values[_MAPCOUNT_INDEX]
-    held = values[_LARGE_MAPCOUNT_INDEX] + (nr_pages if values[_SWAPCACHE_INDEX] else 0)
-    log1p = math.log1p
-    for i, per_folio in _LOG_SCALING:
-        values[i] = log1p(values[i] / nr_pages if per_folio else values[i])
-    values[_ORDER_INDEX] /= MAX_ORDER
-    values += (float(refcount == 1), float(mapcount > 1), float(refcount > held))
-    return values
-
-
-def observe(view: FaultView, primitives: bool, used: int, max_primitives: int) -> list[float]:
-    """The env's observation of ``view``: :func:`encode_features`, plus in ``primitives``
-    mode the fraction of the fault's primitive budget used. The env and the ``sb3``
-    policy both observe through this one function."""
-    values = encode_features(view)
-    if primitives:
-        values.append(used / max_primitives if max_primitives else 1.0)
-    return values
 
 
 def exclusive_proven(view: FaultView) -> bool:
@@ -375,8 +325,8 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
             ("primitives_used",) if primitives else ()
         )
         high = np.ones(len(self.feature_names), dtype=np.float32)
-        for i in _LOG_INDEX:
-            high[i] = _COUNT_HIGH
+        for i in LOG_INDEX:
+            high[i] = COUNT_HIGH
         self.observation_space = gym.spaces.Box(
             low=np.zeros_like(high), high=high, dtype=np.float32
         )
@@ -613,13 +563,19 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         return reward, found
 
     def action_masks(self) -> np.ndarray:
-        """Allowed actions at the pending fault (for MaskablePPO); all True between runs."""
+        """Allowed actions at the pending fault (for MaskablePPO); all True between runs.
+
+        Where every action is allowed (between runs; every fault of ``decision`` mode
+        without the shield) this is one shared read-only array: numpy makes a new one
+        in about as many instructions as the rest of the env's step.
+        """
         view = self.fault
-        n = len(self.action_names)
         if view is None:
-            return np.ones(n, dtype=bool)
+            return _ALL_ALLOWED[len(self.action_names)]
         if self.action_mode is ActionMode.decision:
-            return np.array([True, exclusive_proven(view) if self.shield else True], dtype=bool)
+            if not self.shield or exclusive_proven(view):
+                return _ALL_ALLOWED[2]
+            return np.array([True, False], dtype=bool)
         return np.array(
             primitive_mask(view, self._used, self.max_primitives, self.shield), dtype=bool
         )

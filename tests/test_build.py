@@ -2,7 +2,8 @@
 
 CI installs the compiled build and runs the suite against it; these tests check that
 the build in use is the one cowlab says it is, and that a pure-build subprocess
-(``COWLAB_PURE=1``) produces bit-identical records and scenario results.
+(``COWLAB_PURE=1``) produces bit-identical records, scenario results and env
+observations.
 """
 
 from __future__ import annotations
@@ -50,7 +51,39 @@ def fingerprint() -> dict[str, Any]:
         for policy in ("baseline", "exclusive"):
             result = run_scenario(path, registry.make_policy(policy))
             scenarios[f"{path.name}/{policy}"] = format_result(result)
-    return {"build": _build.BUILD.kind, "records": records, "scenarios": scenarios}
+    return {"build": _build.BUILD.kind, "records": records, "scenarios": scenarios,
+            "env": env_digest()}
+
+
+def env_digest() -> str:
+    """sha256 of what the env hands a learner (observations, rewards, ends, infos) over
+    short episodes of the training mix in both action modes: the observation encoding
+    (cowlab/observation.py) and the workloads are compiled too."""
+    import hashlib
+    import random
+
+    from cowlab.env import CowFaultEnv
+
+    digest = hashlib.sha256()
+    for name in ("fork-snapshot-v1", "softdirty-tracking-v1", "pinned-io-v1",
+                 "vmsplice-pipe-v1", "forceswap-v1"):
+        for mode in ("decision", "primitives"):
+            env = CowFaultEnv(workload=name, action_mode=mode, max_decisions=24)
+            obs, _ = env.reset(seed=3)
+            digest.update(obs.tobytes())
+            rng = random.Random(1)
+            for _ in range(60):
+                allowed = [i for i, ok in enumerate(env.action_masks().tolist()) if ok]
+                obs, reward, terminated, truncated, info = env.step(
+                    allowed[int(rng.random() * len(allowed))])
+                digest.update(obs.tobytes())
+                digest.update(repr((reward, terminated, truncated,
+                                    sorted((k, repr(v)) for k, v in info.items()))).encode())
+                if terminated or truncated:
+                    obs, _ = env.reset()
+                    digest.update(obs.tobytes())
+            env.close()
+    return digest.hexdigest()
 
 
 def test_the_build_cowlab_reports_is_the_one_imported() -> None:
@@ -84,6 +117,7 @@ def test_pure_and_compiled_builds_give_bit_identical_results() -> None:
         assert pure["records"][key] == value, f"record {key} differs between the builds"
     for key, text in compiled["scenarios"].items():
         assert pure["scenarios"][key] == text, f"scenario {key} differs between the builds"
+    assert pure["env"] == compiled["env"], "the env's observations differ between the builds"
 
 
 def test_without_a_recorded_build_leftover_extension_modules_are_never_imported(

@@ -431,3 +431,16 @@ def test_primitives_mode_runs_an_era_rule_to_the_same_outcome() -> None:
     assert fault is not None and fault.refcount == 1
     _, reward, _, _, info = env.step(names.index("reuse"))
     assert info["outcome"] == "reuse" and info["exclusive"] and reward > 0
+
+
+def test_an_all_allowed_mask_is_shared_and_read_only() -> None:
+    """decision mode without the shield hands out one read-only all-True mask, so a
+    caller that writes to it fails loudly instead of changing later masks."""
+    env = CowFaultEnv(workload=FORCESWAP, max_decisions=4)
+    env.reset(seed=0)
+    mask = env.action_masks()
+    assert mask.tolist() == [True, True]
+    with pytest.raises(ValueError, match="read-only"):
+        mask[1] = False
+    env.step(1)
+    assert env.action_masks().tolist() == [True, True]

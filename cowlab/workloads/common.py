@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import random
-from bisect import bisect_left
 from dataclasses import dataclass
 
 from mypy_extensions import mypyc_attr
@@ -54,6 +53,24 @@ def shuffle(rng: random.Random, items: list[int]) -> None:
         items[i], items[j] = items[j], items[i]
 
 
+#: Cumulative Zipf weights by (n, skew), shared read-only by every ZipfKeys (a run
+#: draws a new permutation, never new weights); a few entries at most.
+_CUMULATIVE: dict[tuple[int, float], list[float]] = {}
+
+
+def cumulative_zipf_weights(n: int, skew: float) -> list[float]:
+    """``[sum(1 / (r + 1) ** skew for r in range(k + 1)) for k in range(n)]``, computed
+    once per (n, skew) and shared (the caller must not change it)."""
+    key = (n, skew)
+    weights = _CUMULATIVE.get(key)
+    if weights is None:
+        if len(_CUMULATIVE) >= 16:
+            _CUMULATIVE.clear()
+        weights = list(itertools.accumulate((r + 1) ** -skew for r in range(n)))
+        _CUMULATIVE[key] = weights
+    return weights
+
+
 class ZipfKeys:
     """Keys ``0..n-1`` drawn with P(rank r) proportional to 1 / (r + 1) ** skew.
 
@@ -81,7 +98,7 @@ class ZipfKeys:
             self._cum: list[float] | None = None
             self._total = float(n)
         else:
-            self._cum = list(itertools.accumulate((r + 1) ** -skew for r in range(n)))
+            self._cum = cumulative_zipf_weights(n, skew)
             self._total = self._cum[-1]
 
     def key_of_rank(self, rank: int) -> int:
@@ -93,9 +110,18 @@ class ZipfKeys:
         cum = self._cum
         if cum is None:
             return self._perm[randbelow(rng, self.n)]
-        rank = bisect_left(cum, rng.random() * self._total)
+        x = rng.random() * self._total
+        # bisect_left(cum, x), spelled out: compiled, it compares unboxed floats.
+        lo = 0
+        hi = len(cum)
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if cum[mid] < x:
+                lo = mid + 1
+            else:
+                hi = mid
         last = self._last
-        return self._perm[rank if rank < last else last]
+        return self._perm[lo if lo < last else last]
 
 
 def check_range(name: str, value: float, low: float, high: float) -> None:

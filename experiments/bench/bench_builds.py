@@ -7,7 +7,9 @@ Run from the repository root, with cowlab installed (``pip install -e .``)::
         --out experiments/bench/results/builds.txt                          # full run
 
 Each figure is measured in a fresh subprocess per build, the builds one after the
-other for each figure, so that they share the machine's load as closely as possible:
+other, in ``--rounds`` rounds (3 by default), so that they share the machine's load as
+closely as possible (on the shared 2-vCPU machine a whole process can run 30-50%
+slower or faster than the next one, so one process per build would decide nothing):
 
 * ``today``: the code of git revision ``--baseline`` (extracted to a temporary
   directory and imported from there), the reference the ratios are taken to;
@@ -15,7 +17,7 @@ other for each figure, so that they share the machine's load as closely as possi
 * ``compiled``: this checkout as installed (the mypyc-compiled kernel, if it was built;
   the row says which build each subprocess really ran).
 
-Figures (medians of the repeats, min and max in brackets):
+Figures (medians of every repeat of every round, min and max in brackets):
 
 1. pure decision loop, ``exclusive`` on v5.19 (bench_kernel.py 1b): decisions/s, and
    separately the time spent inside the policy's ``decide()`` (a plain Python plugin
@@ -280,6 +282,22 @@ def run_worker(figure: str, quick: bool, env: dict[str, str]) -> dict[str, Any]:
     return {"error": f"exit {proc.returncode}: {tail}"}
 
 
+def merge(row: dict[str, dict[str, Any]], build: str, data: dict[str, Any]) -> None:
+    """Add one worker's result to the build's: samples pooled, an error kept."""
+    have = row.get(build)
+    if "steps_per_s" in data:
+        data["steps_per_s"] = [data["steps_per_s"]]
+    if have is None or "error" in data:
+        if have is None or "error" not in have:
+            row[build] = data
+        return
+    if "error" in have:
+        return
+    have["samples"] += data["samples"]
+    if "steps_per_s" in data:
+        have["steps_per_s"] += data["steps_per_s"]
+
+
 def cell(data: dict[str, Any], spec: str) -> str:
     if "error" in data:
         return "ERROR"
@@ -296,6 +314,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--baseline", help="git revision measured as 'today' (ratios to it)")
     parser.add_argument("--figures", help="comma-separated subset of: " + ",".join(WORKERS))
     parser.add_argument("--out", type=Path, help="also write the report to this file")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="worker processes per build and figure, the builds taking "
+                             "turns (default 3)")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -332,15 +353,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{load[2]:.2f} (other jobs share the machine: compare builds within this run)")
     say("command:  python experiments/bench/bench_builds.py "
         + " ".join(a for a in (argv if argv is not None else sys.argv[1:])))
-    say("figures:  median [min..max] of the repeats; each build in its own subprocess,")
-    say("          the builds one after the other for every figure")
+    say(f"figures:  median [min..max] of every repeat of {args.rounds} rounds; in a round each")
+    say("          build runs in its own subprocess, the builds one after the other, so a")
+    say("          slow spell of the shared machine falls on every build alike")
     say()
     started = time.perf_counter()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for figure in wanted:
         results[figure] = {}
-        for name, env in builds:
-            results[figure][name] = run_worker(figure, args.quick, env)
+        for _ in range(max(1, args.rounds)):
+            for name, env in builds:
+                merge(results[figure], name, run_worker(figure, args.quick, env))
     width = 34
     head = f"{'figure':<48} {'unit':<12}" + "".join(f" {n:<{width}}" for n, _ in builds)
     if args.baseline:
@@ -368,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     fork_row = results.get("fork", {})
     any_fork = next((d for d in fork_row.values() if "pages" in d), None)
     if any_fork:
-        say(f"fork: {any_fork['pages']:,} populated pages, 3 repeats per build")
+        say(f"fork: {any_fork['pages']:,} populated pages, 3 repeats per worker process")
     mem = next((d for d in results.get("memory", {}).values() if "pages" in d), None)
     if mem:
         say(f"memory: tracemalloc over mmap + write of {mem['pages']:,} pages")
@@ -378,7 +401,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     train_row = results.get("train", {})
     for name, data in train_row.items():
         if "steps_per_s" in data:
-            say(f"train '{name}': {data['steps_per_s']:,.0f} steps/s")
+            say(f"train '{name}': {statistics.median(data['steps_per_s']):,.0f} steps/s "
+                f"(median of {len(data['steps_per_s'])} runs)")
     say(f"total wall time: {time.perf_counter() - started:.0f} s")
     tmp.cleanup()
     if args.out:

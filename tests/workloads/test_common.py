@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import random
 
 import pytest
 
-from cowlab.workloads.common import ZipfKeys, randbelow, shuffle
+from cowlab.workloads.common import ZipfKeys, cumulative_zipf_weights, randbelow, shuffle
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 100, 1000, 2**20 + 3])
@@ -37,3 +39,25 @@ def test_zipf_keys_scatter_ranks_over_a_permutation_of_the_keys() -> None:
     uniform = ZipfKeys(10, 0, random.Random(3))
     rng = random.Random(4)
     assert all(0 <= uniform.sample(rng) < 10 for _ in range(1000))
+
+
+@pytest.mark.parametrize(
+    ("n", "skew"), [(1, 0.99), (2, 0.5), (512, 0.99), (1000, 0.8), (4096, 1.5)]
+)
+def test_zipf_sampling_is_bisect_left_over_the_cumulative_weights(n: int, skew: float) -> None:
+    """The hand-written binary search picks what bisect.bisect_left picks, draw for draw."""
+    keys = ZipfKeys(n, skew, random.Random(1))
+    weights = list(itertools.accumulate((r + 1) ** -skew for r in range(n)))
+    a, b = random.Random(9), random.Random(9)
+    for _ in range(2000):
+        rank = bisect.bisect_left(weights, b.random() * weights[-1])
+        assert keys.sample(a) == keys.key_of_rank(min(rank, n - 1))
+
+
+def test_zipf_weights_are_computed_once_and_shared() -> None:
+    first = ZipfKeys(300, 0.7, random.Random(1))
+    second = ZipfKeys(300, 0.7, random.Random(2))
+    assert cumulative_zipf_weights(300, 0.7) is cumulative_zipf_weights(300, 0.7)
+    # each run draws its own permutation of the keys
+    assert [first.key_of_rank(r) for r in range(300)] != [
+        second.key_of_rank(r) for r in range(300)]
