@@ -2,7 +2,7 @@
 
 The metadata lives in pyproject.toml; this file only adds the compiled extension
 modules. The Python sources (cowlab/kernel/*.py, cowlab/geometry.py, the env's
-observation encoding cowlab/observation.py and the shipped workloads,
+per-step work cowlab/envcore.py and the shipped workloads,
 cowlab/workloads/*.py) are the one source of truth: mypyc turns them into C
 extension modules that sit next to them, and ``COWLAB_PURE=1`` makes cowlab import the
 ``.py`` files instead (cowlab/_build.py).
@@ -53,7 +53,7 @@ def compiled_sources() -> list[str]:
         for p in (ROOT / "cowlab" / "workloads").glob("*.py")
         if p.name not in WORKLOADS_INTERPRETED
     )
-    return [*kernel, "cowlab/geometry.py", "cowlab/observation.py", *workloads]
+    return [*kernel, "cowlab/geometry.py", "cowlab/envcore.py", *workloads]
 
 
 def module_name(source: str) -> str:

@@ -2,7 +2,7 @@
 
 setup.py compiles cowlab/kernel/*.py (but ``__init__``, ``errors`` and ``policy``), the
 shipped workloads (cowlab/workloads/*.py but ``__init__`` and ``builtin``),
-cowlab/geometry.py and cowlab/observation.py with mypyc into extension modules that
+cowlab/geometry.py and cowlab/envcore.py with mypyc into extension modules that
 sit next to the sources, and records a hash of every compiled source in
 ``cowlab/_compiled.json``. Python prefers an extension module over a ``.py`` file of
 the same name, so the compiled build is the default wherever it was built. The pure

@@ -24,10 +24,10 @@ through the env exactly.
 
 Observation: float32 vector over :data:`OBSERVATION_NAMES` (plus ``primitives_used``
 in primitives mode; the names are in ``feature_names``), encoded by
-:mod:`cowlab.observation`: the kernel's :data:`~cowlab.kernel.fault.FEATURE_NAMES`,
+:mod:`cowlab.envcore`: the kernel's :data:`~cowlab.kernel.fault.FEATURE_NAMES`,
 counts relative to the folio's ``nr_pages`` where they count per folio and ``log1p``'d
 (:data:`LOG_FEATURES`), ``order`` over
-:data:`~cowlab.observation.MAX_ORDER`, flags 0 or 1, then the 0/1 comparisons of
+:data:`~cowlab.envcore.MAX_ORDER`, flags 0 or 1, then the 0/1 comparisons of
 :data:`DERIVED_FEATURES`. Only kernel-visible state is observed: the ground truth goes
 into ``info`` only.
 
@@ -82,10 +82,7 @@ from cowlab.config import (
     build_machine,
     workload_entries,
 )
-from cowlab.kernel.decision import Decision
-from cowlab.kernel.fault import FEATURE_NAMES, FaultRecord, FaultView, OracleFaultView
-from cowlab.kernel.kernel import Kernel
-from cowlab.observation import (
+from cowlab.envcore import (
     COUNT_HIGH,
     DERIVED_FEATURES,
     LOG_FEATURES,
@@ -93,7 +90,12 @@ from cowlab.observation import (
     OBSERVATION_NAMES,
     encode_features,
     observe,
+    settle,
+    step_info,
 )
+from cowlab.kernel.decision import Decision
+from cowlab.kernel.fault import FEATURE_NAMES, FaultRecord, FaultView, OracleFaultView
+from cowlab.kernel.kernel import Kernel
 from cowlab.plugins import PluginError, PluginRegistry, get_registry
 from cowlab.workloads.base import Budget, Run, Workload, machine_for, resolve_workload
 
@@ -140,15 +142,6 @@ def _all_allowed(n: int) -> np.ndarray:
 
 #: The mask with every action allowed, by number of actions (shared, read-only).
 _ALL_ALLOWED = {n: _all_allowed(n) for n in (2, len(PRIMITIVE_ACTIONS))}
-
-_INFO_NONE: dict[str, Any] = {
-    "outcome": None,
-    "fault": None,
-    "exclusive": None,
-    "violation": None,
-    "blockers": (),
-    "latency_ns": 0,
-}
 
 
 def exclusive_proven(view: FaultView) -> bool:
@@ -403,38 +396,13 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         self._glet = greenlet(self.run.execute)
         return self._switch(None)
 
-    def _base_info(self) -> dict[str, Any]:
-        kernel = self.run.kernel if self.run is not None else None
-        return {
-            "workload": self.workload_name,
-            "run_seed": self.run_seed,
-            "decisions": kernel.nr_decisions if kernel is not None else 0,
-            "primitive": None,
-            "shielded": False,
-        }
-
     def _step_info(self, record: FaultRecord | None, primitive: str | None,
                    shielded: bool) -> dict[str, Any]:
-        """The info dict of a step: ``_base_info()`` with this step's ``primitive`` and
-        ``shielded``, then the record's fields (``_INFO_NONE`` without a record)."""
+        """The info dict of a step (:func:`cowlab.envcore.step_info`)."""
         run = self.run
-        info: dict[str, Any] = {
-            "workload": self.workload_name,
-            "run_seed": self.run_seed,
-            "decisions": run.kernel.nr_decisions if run is not None else 0,
-            "primitive": primitive,
-            "shielded": shielded,
-        }
-        if record is None:
-            info.update(_INFO_NONE)
-        else:
-            info["outcome"] = record.outcome
-            info["fault"] = record.fault
-            info["exclusive"] = record.exclusive
-            info["violation"] = record.violation
-            info["blockers"] = record.blockers
-            info["latency_ns"] = record.latency_ns
-        return info
+        return step_info(self.workload_name, self.run_seed,
+                         run.kernel.nr_decisions if run is not None else 0,
+                         record, primitive, shielded)
 
     # -- Gymnasium API -------------------------------------------------------------------
     def reset(
@@ -454,7 +422,7 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
                 run_seed = int(self.np_random.integers(TRAIN_SEEDS))
             view = self._start(index, int(run_seed))
             if view is not None:
-                info = self._base_info() | _INFO_NONE
+                info = self._step_info(None, None, False)
                 self._last_info = info
                 return self._observe(view), info
         raise RuntimeError(
@@ -533,7 +501,8 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         return (name if allowed else "noop"), name
 
     def _settle(self) -> tuple[float, FaultRecord | None]:
-        """Reward of the decision just made, from the records the kernel appended since.
+        """Reward of the decision just made, from the records the kernel appended since
+        (:func:`cowlab.envcore.settle`).
 
         The records are consumed: the env empties the run's ``kernel.records`` once they
         are settled, so that an episode keeps no history of every write (they would pile
@@ -541,26 +510,9 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         reward are all that is made of them).
         """
         assert self.run is not None
-        records = self.run.kernel.records
-        if not records:
-            return 0.0, None
         w = self.reward_weights
-        reward = 0.0
-        found: FaultRecord | None = None
-        for rec in records:
-            outcome = rec.outcome
-            if outcome != "reuse" and outcome != "copy":
-                continue
-            found = rec
-            if rec.violation:
-                reward -= w.violation
-            elif outcome == "reuse" and rec.exclusive:
-                reward += w.safe_reuse
-            if outcome == "copy":
-                reward -= w.memory_per_page
-            reward -= w.latency_per_us * rec.latency_ns / 1000.0
-        records.clear()
-        return reward, found
+        return settle(self.run.kernel.records, w.safe_reuse, w.latency_per_us,
+                      w.memory_per_page, w.violation)
 
     def action_masks(self) -> np.ndarray:
         """Allowed actions at the pending fault (for MaskablePPO); all True between runs.

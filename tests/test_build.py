@@ -57,8 +57,8 @@ def fingerprint() -> dict[str, Any]:
 
 def env_digest() -> str:
     """sha256 of what the env hands a learner (observations, rewards, ends, infos) over
-    short episodes of the training mix in both action modes: the observation encoding
-    (cowlab/observation.py) and the workloads are compiled too."""
+    short episodes of the training mix in both action modes: the env's per-step work
+    (cowlab/envcore.py) and the workloads are compiled too."""
     import hashlib
     import random
 

@@ -8,6 +8,7 @@ by a zero rate unless the workload's story needs it.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import random
 from dataclasses import dataclass
@@ -53,22 +54,32 @@ def shuffle(rng: random.Random, items: list[int]) -> None:
         items[i], items[j] = items[j], items[i]
 
 
-#: Cumulative Zipf weights by (n, skew), shared read-only by every ZipfKeys (a run
-#: draws a new permutation, never new weights); a few entries at most.
-_CUMULATIVE: dict[tuple[int, float], list[float]] = {}
+#: :func:`zipf_tables` by (n, skew), shared read-only by every ZipfKeys (a run draws
+#: a new permutation, never new weights); a few entries at most.
+_TABLES: dict[tuple[int, float], tuple[list[float], list[float], list[int]]] = {}
 
 
-def cumulative_zipf_weights(n: int, skew: float) -> list[float]:
-    """``[sum(1 / (r + 1) ** skew for r in range(k + 1)) for k in range(n)]``, computed
-    once per (n, skew) and shared (the caller must not change it)."""
+def zipf_tables(n: int, skew: float) -> tuple[list[float], list[float], list[int]]:
+    """(cumulative weights, bucket bounds, guide) of ``ZipfKeys(n, skew)``, computed once
+    per (n, skew) and shared (callers must not change them).
+
+    The cumulative weights are ``sum(1 / (r + 1) ** skew for r in range(k + 1))`` for
+    ``k`` in ``0..n-1``. The guide table cuts ``[0, total)`` into ``n`` equal buckets:
+    ``bounds[b]`` is where bucket ``b`` starts and ``guide[b]`` is
+    ``bisect_left(weights, bounds[b])``, so a draw searches only its bucket's slice.
+    """
     key = (n, skew)
-    weights = _CUMULATIVE.get(key)
-    if weights is None:
-        if len(_CUMULATIVE) >= 16:
-            _CUMULATIVE.clear()
+    tables = _TABLES.get(key)
+    if tables is None:
+        if len(_TABLES) >= 16:
+            _TABLES.clear()
         weights = list(itertools.accumulate((r + 1) ** -skew for r in range(n)))
-        _CUMULATIVE[key] = weights
-    return weights
+        step = weights[-1] / n
+        bounds = [b * step for b in range(n)]
+        guide = [bisect.bisect_left(weights, x) for x in bounds]
+        tables = (weights, bounds, guide)
+        _TABLES[key] = tables
+    return tables
 
 
 class ZipfKeys:
@@ -85,7 +96,7 @@ class ZipfKeys:
         True
     """
 
-    __slots__ = ("_cum", "_last", "_perm", "_total", "n")
+    __slots__ = ("_bounds", "_cum", "_guide", "_last", "_perm", "_scale", "_total", "n")
 
     def __init__(self, n: int, skew: float, rng: random.Random) -> None:
         if n < 1:
@@ -94,12 +105,15 @@ class ZipfKeys:
         self._last = n - 1
         self._perm = list(range(n))
         shuffle(rng, self._perm)
-        if skew == 0:
-            self._cum: list[float] | None = None
-            self._total = float(n)
-        else:
-            self._cum = cumulative_zipf_weights(n, skew)
+        self._cum: list[float] | None = None
+        self._total = float(n)
+        self._bounds: list[float] = []
+        self._guide: list[int] = []
+        self._scale = 0.0
+        if skew != 0:
+            self._cum, self._bounds, self._guide = zipf_tables(n, skew)
             self._total = self._cum[-1]
+            self._scale = len(self._guide) / self._total
 
     def key_of_rank(self, rank: int) -> int:
         """The key with popularity rank ``rank`` (0: the hottest)."""
@@ -111,9 +125,21 @@ class ZipfKeys:
         if cum is None:
             return self._perm[randbelow(rng, self.n)]
         x = rng.random() * self._total
-        # bisect_left(cum, x), spelled out: compiled, it compares unboxed floats.
-        lo = 0
-        hi = len(cum)
+        # bisect_left(cum, x), spelled out (compiled, it compares unboxed floats), over
+        # the slice the guide table gives: bucket b holds the x with bounds[b] <= x <
+        # bounds[b + 1], whose answers lie in guide[b]..guide[b + 1] (bisect is monotone).
+        bounds = self._bounds
+        guide = self._guide
+        b = int(x * self._scale)
+        last_bucket = len(guide) - 1
+        if b > last_bucket:
+            b = last_bucket
+        while b > 0 and x < bounds[b]:
+            b -= 1
+        while b < last_bucket and x >= bounds[b + 1]:
+            b += 1
+        lo = guide[b]
+        hi = guide[b + 1] if b < last_bucket else len(cum)
         while lo < hi:
             mid = (lo + hi) >> 1
             if cum[mid] < x:

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from cowlab.workloads.common import ZipfKeys, cumulative_zipf_weights, randbelow, shuffle
+from cowlab.workloads.common import ZipfKeys, randbelow, shuffle, zipf_tables
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 100, 1000, 2**20 + 3])
@@ -42,22 +42,38 @@ def test_zipf_keys_scatter_ranks_over_a_permutation_of_the_keys() -> None:
 
 
 @pytest.mark.parametrize(
-    ("n", "skew"), [(1, 0.99), (2, 0.5), (512, 0.99), (1000, 0.8), (4096, 1.5)]
+    ("n", "skew"),
+    [(1, 0.99), (2, 0.5), (3, 3.0), (100, 5.0), (512, 0.99), (1000, 0.8), (4096, 1.5)],
 )
 def test_zipf_sampling_is_bisect_left_over_the_cumulative_weights(n: int, skew: float) -> None:
-    """The hand-written binary search picks what bisect.bisect_left picks, draw for draw."""
+    """The guide table and the hand-written binary search pick what bisect.bisect_left
+    picks over the whole cumulative weights, draw for draw (and on the buckets' bounds)."""
     keys = ZipfKeys(n, skew, random.Random(1))
     weights = list(itertools.accumulate((r + 1) ** -skew for r in range(n)))
     a, b = random.Random(9), random.Random(9)
-    for _ in range(2000):
+    for _ in range(5000):
         rank = bisect.bisect_left(weights, b.random() * weights[-1])
         assert keys.sample(a) == keys.key_of_rank(min(rank, n - 1))
+    _, bounds, _ = zipf_tables(n, skew)
+
+    class Fixed(random.Random):
+        u = 0.0
+
+        def random(self) -> float:
+            return self.u
+
+    fixed = Fixed()
+    for x in [*bounds, weights[-1] * (1 - 2**-53), 0.0]:
+        fixed.u = x / weights[-1]
+        rank = bisect.bisect_left(weights, fixed.u * weights[-1])
+        assert keys.sample(fixed) == keys.key_of_rank(min(rank, n - 1))
 
 
-def test_zipf_weights_are_computed_once_and_shared() -> None:
+def test_zipf_tables_are_computed_once_and_shared() -> None:
     first = ZipfKeys(300, 0.7, random.Random(1))
     second = ZipfKeys(300, 0.7, random.Random(2))
-    assert cumulative_zipf_weights(300, 0.7) is cumulative_zipf_weights(300, 0.7)
+    assert all(a is b for a, b in zip(zipf_tables(300, 0.7), zipf_tables(300, 0.7),
+                                      strict=True))
     # each run draws its own permutation of the keys
     assert [first.key_of_rank(r) for r in range(300)] != [
         second.key_of_rank(r) for r in range(300)]

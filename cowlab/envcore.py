@@ -1,17 +1,20 @@
-"""The observation of a write fault: what ``cowlab/CowFault-v0`` and the ``sb3`` policy
-feed a network, encoded from the kernel-visible :class:`~cowlab.kernel.fault.FaultView`.
+"""The per-step work of ``cowlab/CowFault-v0`` (cowlab/env.py), compiled with the kernel:
+the observation of a write fault (what the env and the ``sb3`` policy feed a network,
+encoded from the kernel-visible :class:`~cowlab.kernel.fault.FaultView`), the reward of
+a decided fault and the step's info dict, both from the kernel's
+:class:`~cowlab.kernel.fault.FaultRecord`.
 
-Part of the compiled build (setup.py), as the kernel is: the env encodes one
-observation per step, and in Python this encoding cost about as much as the env's
-other per-step work together. :mod:`cowlab.env` re-exports every name.
+Part of the compiled build (setup.py), as the kernel is: in Python this work cost
+about as much as the rest of an env step. :mod:`cowlab.env` re-exports the observation
+names.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Any, Final
 
-from cowlab.kernel.fault import FEATURE_NAMES, FaultView
+from cowlab.kernel.fault import FEATURE_NAMES, FaultRecord, FaultView
 
 __all__ = [
     "COUNT_HIGH",
@@ -23,6 +26,8 @@ __all__ = [
     "PER_FOLIO_COUNTS",
     "encode_features",
     "observe",
+    "settle",
+    "step_info",
 ]
 
 #: Counts in the observation: each is divided by the folio's ``nr_pages`` where it counts
@@ -97,3 +102,58 @@ def observe(view: FaultView, primitives: bool, used: int, max_primitives: int) -
     if primitives:
         values.append(used / max_primitives if max_primitives else 1.0)
     return values
+
+
+def settle(records: list[FaultRecord], safe_reuse: float, latency_per_us: float,
+           memory_per_page: float, violation: float) -> tuple[float, FaultRecord | None]:
+    """The reward of the decision just made, from the records the kernel appended since
+    (the env's reward weights, docs/config.md), and the decided fault's record (None
+    if there is none). Consumes ``records``: it is emptied."""
+    if not records:
+        return 0.0, None
+    reward = 0.0
+    found: FaultRecord | None = None
+    for rec in records:
+        outcome = rec.outcome
+        if outcome != "reuse" and outcome != "copy":
+            continue
+        found = rec
+        if rec.violation:
+            reward -= violation
+        elif outcome == "reuse" and rec.exclusive:
+            reward += safe_reuse
+        if outcome == "copy":
+            reward -= memory_per_page
+        reward -= latency_per_us * rec.latency_ns / 1000.0
+    records.clear()
+    return reward, found
+
+
+def step_info(workload: str | None, run_seed: int | None, decisions: int,
+              record: FaultRecord | None,
+              primitive: str | None, shielded: bool) -> dict[str, Any]:
+    """A step's info dict: the run, this step's ``primitive`` and ``shielded``, then the
+    decided fault's record (outcome, fault, exclusive, violation, blockers,
+    latency_ns; None, None, None, None, (), 0 without one)."""
+    info: dict[str, Any] = {
+        "workload": workload,
+        "run_seed": run_seed,
+        "decisions": decisions,
+        "primitive": primitive,
+        "shielded": shielded,
+    }
+    if record is None:
+        info["outcome"] = None
+        info["fault"] = None
+        info["exclusive"] = None
+        info["violation"] = None
+        info["blockers"] = ()
+        info["latency_ns"] = 0
+    else:
+        info["outcome"] = record.outcome
+        info["fault"] = record.fault
+        info["exclusive"] = record.exclusive
+        info["violation"] = record.violation
+        info["blockers"] = record.blockers
+        info["latency_ns"] = record.latency_ns
+    return info
