@@ -61,7 +61,8 @@ Episodes end when the run's budget is spent (``truncated``: ``max_decisions`` or
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import struct
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -109,6 +110,7 @@ __all__ = [
     "apply_primitive",
     "encode_features",
     "exclusive_proven",
+    "observation_array",
     "observe",
     "primitive_mask",
 ]
@@ -142,6 +144,22 @@ def _all_allowed(n: int) -> np.ndarray:
 
 #: The mask with every action allowed, by number of actions (shared, read-only).
 _ALL_ALLOWED = {n: _all_allowed(n) for n in (2, len(PRIMITIVE_ACTIONS))}
+
+
+_FLOAT32 = np.dtype(np.float32)
+#: struct.Struct("<n>f").pack by number of values.
+_PACKERS: dict[int, Callable[..., bytes]] = {}
+
+
+def observation_array(values: list[float]) -> np.ndarray:
+    """``values`` as a new float32 array (writable, as ``np.array(values, np.float32)``
+    makes, with the same values): packed by :mod:`struct`, which takes about 2/3 of the
+    instructions numpy's conversion of a list takes."""
+    n = len(values)
+    pack = _PACKERS.get(n)
+    if pack is None:
+        pack = _PACKERS[n] = struct.Struct(f"{n}f").pack
+    return np.frombuffer(bytearray(pack(*values)), _FLOAT32)
 
 
 def exclusive_proven(view: FaultView) -> bool:
@@ -351,7 +369,7 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
     def _observe(self, view: FaultView) -> np.ndarray:
         values = observe(view, self.action_mode is ActionMode.primitives, self._used,
                          self.max_primitives)
-        obs = np.fromiter(values, np.float32, len(values))
+        obs = observation_array(values)
         self._last_obs = obs
         return obs
 

@@ -444,3 +444,13 @@ def test_an_all_allowed_mask_is_shared_and_read_only() -> None:
         mask[1] = False
     env.step(1)
     assert env.action_masks().tolist() == [True, True]
+
+
+def test_observation_array_packs_what_numpy_converts() -> None:
+    from cowlab.env import observation_array
+
+    values = [0.0, -0.0, 1.0, 1 / 3, 6.931471805599453, 1e-40, 3.4e38, float(2**60), 0.5]
+    obs = observation_array(values)
+    assert obs.dtype == np.float32 and obs.flags.writeable
+    assert obs.tobytes() == np.array(values, dtype=np.float32).tobytes()
+    assert observation_array(values[:3]).tolist() == [0.0, 0.0, 1.0]

@@ -32,6 +32,7 @@ from cowlab.env import (
     PRIMITIVE_ACTIONS,
     apply_primitive,
     exclusive_proven,
+    observation_array,
     observe,
     primitive_mask,
 )
@@ -253,7 +254,7 @@ class Sb3Policy:
                 allowed = primitive_mask(fault, used, self.max_primitives, self.shield)
             else:
                 allowed = [True, exclusive_proven(fault) if self.shield else True]
-            obs = np.array(values, dtype=np.float32)
+            obs = observation_array(values)
             action = self._act(obs, np.array(allowed, dtype=bool))
             if action == 1:
                 if self.shield and not exclusive_proven(fault):
