@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from cowlab.kernel.clock import Sleep
 from cowlab.kernel.errors import BlockedThread, KernelError, StallError
@@ -43,6 +43,11 @@ if TYPE_CHECKING:
     from cowlab.kernel.mm import MM
 
 T = TypeVar("T")
+# heapq's functions as finals: compiled, a final is read directly, where heapq.f() and
+# an imported name are dictionary lookups on every call.
+_heappush: Final = heapq.heappush
+_heappop: Final = heapq.heappop
+_heapreplace: Final = heapq.heapreplace
 
 #: What a thread body yields to the engine: ("busy", ns) keeps its CPU busy;
 #: ("sleep", until_ns) parks it with the CPU free; ("block", 0) parks it until another
@@ -236,7 +241,7 @@ class Engine:
 
     def _push(self, at: int, thread: Thread) -> None:
         self._seq += 1
-        heapq.heappush(self._ready, (at, self._seq, thread))
+        _heappush(self._ready, (at, self._seq, thread))
 
     @property
     def idle(self) -> bool:
@@ -325,9 +330,9 @@ class Engine:
                 start = max(at, free_at[thread.cpu])
                 if start > at:
                     # Its CPU is busy: it becomes runnable when the CPU frees up.
-                    heapq.heapreplace(ready, (start, _seq, thread))
+                    _heapreplace(ready, (start, _seq, thread))
                     continue
-                heapq.heappop(ready)
+                _heappop(ready)
             clock.run_until(start)
             kernel.busy_ns = 0
             try:

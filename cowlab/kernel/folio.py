@@ -45,7 +45,7 @@ PIN: Final = "pin"
 SPECULATIVE: Final = "speculative"  #: transient GUP-fast / PFN walker reference
 FAULT: Final = "fault"  #: the faulting thread's own transient reference (do_swap_page)
 
-HOLDER_KINDS = (PTE, PMD, SWAPCACHE, LRU_BATCH, ISOLATED, GUP, PIN, SPECULATIVE, FAULT)
+HOLDER_KINDS: Final = (PTE, PMD, SWAPCACHE, LRU_BATCH, ISOLATED, GUP, PIN, SPECULATIVE, FAULT)
 
 #: The shared zero page's PFN: read faults on untouched anonymous memory map it.
 ZERO_PFN: Final = 0
@@ -68,13 +68,13 @@ class LockHolder(NamedTuple):
 
 
 #: The per-mm mapcount slots of every small folio (never written: see Folio.__init__).
-_UNTRACKED_IDS: list[int | None] = [None, None]
-_UNTRACKED_COUNTS: list[int] = [0, 0]
+_UNTRACKED_IDS: Final[list[int | None]] = [None, None]
+_UNTRACKED_COUNTS: Final[list[int]] = [0, 0]
 #: The per-page lists of every small folio: empty and never written (a small folio keeps
 #: its one page's state in scalar fields).
-_NO_INTS: list[int] = []
-_NO_BOOLS: list[bool] = []
-_NO_DATA: list[object] = []
+_NO_INTS: Final[list[int]] = []
+_NO_BOOLS: Final[list[bool]] = []
+_NO_DATA: Final[list[object]] = []
 
 
 class Folio:

@@ -121,7 +121,7 @@ def watermarks(ram_pages: int | None) -> tuple[int, int, int]:
     return (wmin, wmin + step, wmin + 2 * step)
 
 
-ADVICES = (
+ADVICES: Final = (
     "pageout",
     "cold",
     "dontneed",
@@ -134,7 +134,7 @@ ADVICES = (
 )
 #: Advice refused with EINVAL on a VM_LOCKED range (can_madv_lru_vma(),
 #: madvise_dontneed_free_valid_vma()).
-_LOCKED_EINVAL = ("pageout", "cold", "dontneed", "free")
+_LOCKED_EINVAL: Final = ("pageout", "cold", "dontneed", "free")
 
 #: What a store that does not fault returns when the kernel keeps no record of such
 #: stores (``record_hits=False``): one shared record (do not modify it).
@@ -148,7 +148,7 @@ WRITE_TOKEN_BASE: Final = 1 << 64
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: LockHolder values without a release time, by reason (Kernel.lock_folio()).
-_UNTIMED_HOLDERS: dict[str, LockHolder] = {}
+_UNTIMED_HOLDERS: Final[dict[str, LockHolder]] = {}
 
 
 def operation(fn: _F) -> _F:

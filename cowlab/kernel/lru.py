@@ -14,10 +14,11 @@ Large folios never wait in a batch (they drain it at once), as
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from cowlab.kernel.folio import LRU_BATCH, Folio
 
-BATCH_NAMES = ("lru_add", "deactivate", "move_tail", "lazyfree")
+BATCH_NAMES: Final = ("lru_add", "deactivate", "move_tail", "lazyfree")
 
 
 class LruList:

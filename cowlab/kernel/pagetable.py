@@ -40,7 +40,7 @@ _MASK: Final = 511
 #: passes them to the array as they are instead of making a new int object per access.
 _SLOTS: Final[tuple[SupportsIndex, ...]] = tuple(range(PTRS_PER_PTE))
 #: A page table's worth of zero (pte_none) entries, copied for each new table.
-_EMPTY = array("Q", bytes(8 * PTRS_PER_PTE))
+_EMPTY: Final = array("Q", bytes(8 * PTRS_PER_PTE))
 
 
 class _PteTable:

@@ -18,6 +18,8 @@ and address. Only the ground-truth report and oracle policies read this module.
 
 from __future__ import annotations
 
+from typing import Final
+
 from cowlab.kernel.folio import (
     FAULT,
     GUP,
@@ -32,7 +34,7 @@ from cowlab.kernel.folio import (
 from cowlab.kernel.gup import GupHandle
 from cowlab.kernel.swap import SwapDevice
 
-BLOCKERS = (
+BLOCKERS: Final = (
     "lru_batch_local",
     "lru_batch_remote",
     "swapcache",
@@ -45,7 +47,7 @@ BLOCKERS = (
     "large_folio",
     "ksm",
 )
-VIOLATIONS = ("leak", "pin_incoherent")
+VIOLATIONS: Final = ("leak", "pin_incoherent")
 
 
 class Truth:
@@ -94,7 +96,7 @@ class Truth:
 
 
 #: The truth of a page nobody but the writer observes, with nothing blocking its reuse.
-EXCLUSIVE = Truth(exclusive=True, own_gup=False, foreign=(), blockers=())
+EXCLUSIVE: Final = Truth(exclusive=True, own_gup=False, foreign=(), blockers=())
 
 
 def page_truth(
