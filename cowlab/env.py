@@ -135,7 +135,6 @@ _COPY_POLICY = Decision.COPY.because("policy")
 _COPY_SHIELD = Decision.COPY.because("shield")
 
 
-
 def _all_allowed(n: int) -> np.ndarray:
     mask = np.ones(n, dtype=bool)
     mask.setflags(write=False)
@@ -144,7 +143,6 @@ def _all_allowed(n: int) -> np.ndarray:
 
 #: The mask with every action allowed, by number of actions (shared, read-only).
 _ALL_ALLOWED = {n: _all_allowed(n) for n in (2, len(PRIMITIVE_ACTIONS))}
-
 
 _FLOAT32 = np.dtype(np.float32)
 #: struct.Struct("<n>f").pack by number of values.

@@ -64,9 +64,8 @@ def _finished_body() -> ThreadGen:
 
 
 #: The body of a closed thread: a generator that has finished.
-_FINISHED: ThreadGen = _finished_body()
-for _ in _FINISHED:
-    pass
+_FINISHED: Final[ThreadGen] = _finished_body()
+next(_FINISHED, None)
 
 
 class Thread:

@@ -87,7 +87,8 @@ class ZipfKeys:
 
     ``skew`` 0 is uniform; YCSB's default is 0.99. The ranks are scattered over the keys
     by a permutation drawn from ``rng``, so the hot keys are not the lowest pages.
-    Sampling is a binary search in the cumulative weights (O(log n)).
+    Sampling draws ``x`` uniform in ``[0, total)`` and takes ``bisect_left`` of it in the
+    cumulative weights, searching only the slice a guide table gives (:func:`zipf_tables`).
 
         >>> keys = ZipfKeys(1000, 0.99, random.Random(1))
         >>> rng = random.Random(2)
