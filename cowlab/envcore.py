@@ -69,18 +69,23 @@ _SWAPCACHE_INDEX: Final = FEATURE_NAMES.index("swapcache")
 #: simulator can hold stays far below it.
 COUNT_HIGH: Final = 64.0
 
-def encode_features(view: FaultView) -> list[float]:
+def encode_features(view: FaultView | Any) -> list[float]:
     """The observation of ``view`` in :data:`OBSERVATION_NAMES` order (without env extras).
 
     Counts are scaled as :data:`LOG_FEATURES` says, ``order`` by :data:`MAX_ORDER`, flags
-    are 0 or 1, and the :data:`DERIVED_FEATURES` follow.
+    are 0 or 1, and the :data:`DERIVED_FEATURES` follow. ``view`` is a
+    :class:`~cowlab.kernel.fault.FaultView` or a stand-in with its ``features()`` and
+    ``nr_pages`` (a policy may be handed a wrapper, such as the leaderboard's probe:
+    compiled code checks the real type of a parameter typed as a class).
 
     >>> from math import log1p
     >>> LOG_FEATURES[0], round(log1p(1024), 3), DERIVED_FEATURES[0]
     ('refcount', 6.932, 'sole_reference')
     """
-    values = view.features()
-    nr_pages = view.nr_pages
+    return _encode(view.features(), view.nr_pages)
+
+
+def _encode(values: list[float], nr_pages: int) -> list[float]:
     # The derived flags compare the raw counts, read back from the features (floats of
     # integers far below 2**53: the comparisons are exact).
     refcount = values[_REFCOUNT_INDEX]
@@ -94,7 +99,8 @@ def encode_features(view: FaultView) -> list[float]:
     return values
 
 
-def observe(view: FaultView, primitives: bool, used: int, max_primitives: int) -> list[float]:
+def observe(view: FaultView | Any, primitives: bool, used: int,
+            max_primitives: int) -> list[float]:
     """The env's observation of ``view``: :func:`encode_features`, plus in ``primitives``
     mode the fraction of the fault's primitive budget used. The env and the ``sb3``
     policy both observe through this one function."""

@@ -72,3 +72,33 @@ def test_a_record_made_before_the_field_existed_still_validates_and_a_wrong_one_
     edited = {**rec, "absent_facility_reads": {"anon_exclusive": 1}}
     edited["digest"] = record_digest(edited)
     assert validate_record(edited) == ["absent_facility_reads.anon_exclusive"]
+
+
+class _Observer:
+    """Observes as the sb3 policy does (cowlab.envcore.observe, compiled with the kernel)."""
+
+    name = "observer"
+
+    def __init__(self) -> None:
+        self.seen: list[list[float]] = []
+
+    def reset(self, seed: int | None) -> None:
+        pass
+
+    def decide(self, fault: FaultView) -> Decision:
+        from cowlab.env import observe
+
+        self.seen.append(observe(fault, True, 1, 4))
+        return Decision.COPY
+
+
+def test_a_probed_view_is_observed_as_the_view_itself() -> None:
+    """The leaderboard's probe hands policies a stand-in for the FaultView; the compiled
+    observation encoding takes it (it checks no class) and sees the same values."""
+    plain = _Observer()
+    _run(plain, "v5.9")
+    observer = _Observer()
+    probe = ProbedPolicy(observer)
+    result = _run(probe, "v5.9")
+    assert observer.seen == plain.seen and len(observer.seen) == result.decisions
+    assert probe.absent_reads()["anon_exclusive"] == result.decisions
