@@ -102,6 +102,18 @@ class Thread:
         """The kernel this thread runs on."""
         return self.engine.kernel
 
+    def _wait(self, sleep: Sleep) -> Op[None]:
+        """An operation slept: charge what it cost so far, then park the thread until
+        the sleep's wake-up time (or, with none known, until another thread ran)."""
+        self.waiting = sleep.reason
+        k = self.engine.kernel
+        if k.busy_ns:
+            yield ("busy", k.busy_ns)
+        if sleep.until_ns is None:
+            yield ("block", 0)
+        else:
+            yield ("sleep", sleep.until_ns)
+
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Op[T]:
         """Run a kernel operation as this thread: charge its cost, retry after sleeps."""
         k = self.engine.kernel
@@ -109,13 +121,7 @@ class Thread:
             try:
                 result = fn(*args, **kwargs)
             except Sleep as sleep:
-                self.waiting = sleep.reason
-                if k.busy_ns:
-                    yield ("busy", k.busy_ns)
-                if sleep.until_ns is None:
-                    yield ("block", 0)
-                else:
-                    yield ("sleep", sleep.until_ns)
+                yield from self._wait(sleep)
                 continue
             self.waiting = None
             self.ops += 1
@@ -129,7 +135,8 @@ class Thread:
 
         :meth:`call` spelled out for the hottest operation (a workload's every store):
         the kernel is called directly instead of through a bound method and an argument
-        tuple. The CPU is the one at the call, kept over retries, as :meth:`call` does.
+        tuple (a sleep, the rare path, goes through the same :meth:`_wait`). The CPU is
+        the one at the call, kept over retries, as :meth:`call` does.
         """
         k = self.engine.kernel
         cpu = self.cpu
@@ -137,13 +144,7 @@ class Thread:
             try:
                 result = k.write(mm, page, cpu, data)
             except Sleep as sleep:
-                self.waiting = sleep.reason
-                if k.busy_ns:
-                    yield ("busy", k.busy_ns)
-                if sleep.until_ns is None:
-                    yield ("block", 0)
-                else:
-                    yield ("sleep", sleep.until_ns)
+                yield from self._wait(sleep)
                 continue
             self.waiting = None
             self.ops += 1
@@ -166,13 +167,7 @@ class Thread:
             try:
                 result = k.read(mm, page, cpu)
             except Sleep as sleep:
-                self.waiting = sleep.reason
-                if k.busy_ns:
-                    yield ("busy", k.busy_ns)
-                if sleep.until_ns is None:
-                    yield ("block", 0)
-                else:
-                    yield ("sleep", sleep.until_ns)
+                yield from self._wait(sleep)
                 continue
             self.waiting = None
             self.ops += 1
