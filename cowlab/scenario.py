@@ -630,7 +630,7 @@ class ScenarioRunner:
         elif op == "io_complete":
             # Wait until every pending I/O has completed.
             while (due := k.clock.next_event_time()) is not None:
-                yield ("sleep", due)
+                yield from t.sleep_until(due)
                 k.clock.run_until(due)
         elif op == "advance":
             yield from t.sleep(int(a["us"] * 1000))

@@ -49,10 +49,19 @@ _heappush: Final = heapq.heappush
 _heappop: Final = heapq.heappop
 _heapreplace: Final = heapq.heapreplace
 
-#: What a thread body yields to the engine: ("busy", ns) keeps its CPU busy;
-#: ("sleep", until_ns) parks it with the CPU free; ("block", 0) parks it until another
-#: thread has run (nothing pending is known to wake it).
-Yield = tuple[str, int]
+#: What a thread body yields to the engine, the operation's time in ``Engine.arg``
+#: (set just before the yield, read just after it): BUSY keeps the thread's CPU busy for
+#: ``arg`` ns; SLEEP parks it with the CPU free until the time ``arg``; BLOCK parks it
+#: until another thread has run (nothing pending is known to wake it). Thread bodies
+#: yield only through the :class:`Thread` operations (``yield from t.think(ns)``).
+#: Compiled, a small int and a field are passed where a tuple and an int object were
+#: made at every step.
+BUSY: Final = 0
+SLEEP: Final = 1
+BLOCK: Final = 2
+#: What :func:`_resume` returns for a body that has finished.
+_DONE: Final = -1
+Yield = int
 ThreadGen = Generator[Yield, None, None]
 ThreadBody = Callable[["Thread"], ThreadGen]
 Op = Generator[Yield, None, T]
@@ -61,6 +70,16 @@ Op = Generator[Yield, None, T]
 def _finished_body() -> ThreadGen:
     return
     yield  # a generator function
+
+
+def _resume(gen: ThreadGen) -> int:
+    """What ``gen`` yields next, or :data:`_DONE` once it has finished: ``next(gen)``
+    without the StopIteration. Compiled, the loop resumes the generator through its C
+    slot, where a call of the builtin ``next`` is a lookup by name and a generic call at
+    every step."""
+    for item in gen:
+        return item
+    return _DONE
 
 
 #: The body of a closed thread: a generator that has finished.
@@ -106,17 +125,22 @@ class Thread:
         """An operation slept: charge what it cost so far, then park the thread until
         the sleep's wake-up time (or, with none known, until another thread ran)."""
         self.waiting = sleep.reason
-        k = self.engine.kernel
+        engine = self.engine
+        k = engine.kernel
         if k.busy_ns:
-            yield ("busy", k.busy_ns)
+            engine.arg = k.busy_ns
+            yield BUSY
         if sleep.until_ns is None:
-            yield ("block", 0)
+            engine.arg = 0
+            yield BLOCK
         else:
-            yield ("sleep", sleep.until_ns)
+            engine.arg = sleep.until_ns
+            yield SLEEP
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Op[T]:
         """Run a kernel operation as this thread: charge its cost, retry after sleeps."""
-        k = self.engine.kernel
+        engine = self.engine
+        k = engine.kernel
         while True:
             try:
                 result = fn(*args, **kwargs)
@@ -126,7 +150,8 @@ class Thread:
             self.waiting = None
             self.ops += 1
             if k.busy_ns:
-                yield ("busy", k.busy_ns)
+                engine.arg = k.busy_ns
+                yield BUSY
             return result
 
     # -- the operations a workload thread performs -----------------------------------------
@@ -138,7 +163,8 @@ class Thread:
         tuple (a sleep, the rare path, goes through the same :meth:`_wait`). The CPU is
         the one at the call, kept over retries, as :meth:`call` does.
         """
-        k = self.engine.kernel
+        engine = self.engine
+        k = engine.kernel
         cpu = self.cpu
         while True:
             try:
@@ -149,7 +175,8 @@ class Thread:
             self.waiting = None
             self.ops += 1
             if k.busy_ns:
-                yield ("busy", k.busy_ns)
+                engine.arg = k.busy_ns
+                yield BUSY
             return result
 
     def write_range(self, mm: MM, start: int, count: int) -> Op[None]:
@@ -161,7 +188,8 @@ class Thread:
 
     def read(self, mm: MM, page: int) -> Op[object]:
         """Load from ``page`` (:meth:`call` spelled out, as :meth:`write`)."""
-        k = self.engine.kernel
+        engine = self.engine
+        k = engine.kernel
         cpu = self.cpu
         while True:
             try:
@@ -172,7 +200,8 @@ class Thread:
             self.waiting = None
             self.ops += 1
             if k.busy_ns:
-                yield ("busy", k.busy_ns)
+                engine.arg = k.busy_ns
+                yield BUSY
             return result
 
     def madvise(self, mm: MM, page: int, pages: int, advice: str) -> Op[None]:
@@ -186,11 +215,28 @@ class Thread:
     def think(self, ns: int) -> Op[None]:
         """Spend ``ns`` of user time (the CPU stays busy, no kernel state changes)."""
         if ns > 0:
-            yield ("busy", ns)
+            self.engine.arg = ns
+            yield BUSY
 
     def sleep(self, ns: int) -> Op[None]:
         """Sleep for ``ns`` with the CPU free for other threads."""
-        yield ("sleep", self.engine.kernel.clock.now + max(0, ns))
+        yield from self.sleep_until(self.engine.kernel.clock.now + max(0, ns))
+
+    def sleep_until(self, at_ns: int) -> Op[None]:
+        """Sleep until the time ``at_ns`` (at once if it has passed) with the CPU free."""
+        self.engine.arg = at_ns
+        yield SLEEP
+
+
+class _Cpu:
+    """A CPU's scheduling state: when it is free again, and how long it has been busy
+    (native fields: compiled, no int object is made when they change)."""
+
+    __slots__ = ("busy_ns", "free_at")
+
+    def __init__(self) -> None:
+        self.free_at = 0
+        self.busy_ns = 0
 
 
 class Engine:
@@ -203,8 +249,7 @@ class Engine:
         self._ready: list[tuple[int, int, Thread]] = []
         self._seq = 0
         self._next_tid = 1
-        self.cpu_free_at = [0] * kernel.machine.cpus
-        self.cpu_busy_ns = [0] * kernel.machine.cpus
+        self._cpus = [_Cpu() for _ in range(kernel.machine.cpus)]
         self.threads: list[Thread] = []
         self.steps = 0
         self._live = 0  # threads that are not daemons and have not finished
@@ -212,6 +257,8 @@ class Engine:
         self._blocked: list[Thread] = []
         #: Why the last :meth:`run` ended: "finished", "stopped" or "time" (None: not run).
         self.end_reason: str | None = None
+        #: The time of what a thread body yielded last (see :data:`Yield`).
+        self.arg = 0
 
     def spawn(self, name: str, body: ThreadBody, *, cpu: int = 0, mm: MM | None = None,
               start_ns: int | None = None, daemon: bool = False) -> Thread:
@@ -232,6 +279,16 @@ class Engine:
         """Move ``thread`` to ``cpu`` (effective from its next step)."""
         self.kernel.check_cpu(cpu)
         thread.cpu = cpu
+
+    @property
+    def cpu_free_at(self) -> list[int]:
+        """When each CPU is free again (ns)."""
+        return [c.free_at for c in self._cpus]
+
+    @property
+    def cpu_busy_ns(self) -> list[int]:
+        """How long each CPU has been kept busy by threads (ns)."""
+        return [c.busy_ns for c in self._cpus]
 
     def _push(self, at: int, thread: Thread) -> None:
         self._seq += 1
@@ -284,7 +341,7 @@ class Engine:
         ready = self._ready
         clock = self.clock
         kernel = self.kernel
-        free_at = self.cpu_free_at
+        cpus = self._cpus
         blocked = self._blocked
         reason: str | None = None
         # The thread that just ran, when it is due strictly before every queued one: it
@@ -296,7 +353,7 @@ class Engine:
             if nxt is not None:
                 thread, at = nxt, nxt_at
                 nxt = None
-                if (until_ns is not None and at > until_ns) or free_at[thread.cpu] > at:
+                if (until_ns is not None and at > until_ns) or cpus[thread.cpu].free_at > at:
                     self._push(at, thread)  # the general path below decides
                     continue
                 start = at
@@ -321,7 +378,7 @@ class Engine:
                 if until_ns is not None and at > until_ns:
                     reason = "time"
                     break
-                start = max(at, free_at[thread.cpu])
+                start = max(at, cpus[thread.cpu].free_at)
                 if start > at:
                     # Its CPU is busy: it becomes runnable when the CPU frees up.
                     _heapreplace(ready, (start, _seq, thread))
@@ -330,21 +387,22 @@ class Engine:
             clock.run_until(start)
             kernel.busy_ns = 0
             try:
-                kind, value = next(thread._gen)
-            except StopIteration:
+                kind = _resume(thread._gen)
+            except Sleep as exc:  # a body that called the kernel directly
+                raise KernelError(
+                    f"thread {thread.name}: kernel operations must go through the thread "
+                    f"(yield from thread.write(...)), got {exc}"
+                ) from None
+            if kind == _DONE:  # the body has finished
                 thread.alive = False
                 if not thread.daemon:
                     self._live -= 1
                 if blocked:
                     self._unblock(start)
                 continue
-            except Sleep as exc:  # a body that called the kernel directly
-                raise KernelError(
-                    f"thread {thread.name}: kernel operations must go through the thread "
-                    f"(yield from thread.write(...)), got {exc}"
-                ) from None
+            value = self.arg
             self.steps += 1
-            if kind == "block":
+            if kind == BLOCK:
                 blocked.append(thread)
                 if self._live_all_blocked():
                     raise self._stall("stalled: every live thread is blocked and nothing "
@@ -352,12 +410,17 @@ class Engine:
                 continue
             if blocked:
                 self._unblock(start)
-            if kind == "busy":
+            if kind == BUSY:
                 due = start + value
-                free_at[thread.cpu] = due
-                self.cpu_busy_ns[thread.cpu] += value
-            else:
+                c = cpus[thread.cpu]
+                c.free_at = due
+                c.busy_ns += value
+            elif kind == SLEEP:
                 due = max(value, start)
+            else:
+                raise KernelError(
+                    f"thread {thread.name} yielded {kind!r}: a thread body yields only "
+                    f"through the thread's operations (yield from thread.think(ns), ...)")
             if not ready or due < ready[0][0]:
                 nxt, nxt_at = thread, due
             else:

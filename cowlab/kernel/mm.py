@@ -101,12 +101,23 @@ class MM:
     #: CPUs this mm has run on (mm_cpumask): targets of remote TLB flushes.
     cpus: set[int] = field(default_factory=set)
     alive: bool = True
+    #: Index in ``vmas`` of the VMA the last find_vma() returned: checked first (a hint,
+    #: never trusted: the VMA found there must contain the page, in the list as it is).
+    vma_hint: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.vma_hint = 0
 
     def find_vma(self, page: int) -> VMA | None:
         """The VMA containing ``page``, or None."""
+        vmas = self.vmas
+        i = self.vma_hint
+        if i < len(vmas):
+            v = vmas[i]
+            if v.start <= page < v.end:
+                return v
         # The last VMA starting at or below ``page`` (bisect_right by start, written out:
         # compiled, it beats calling bisect with a key function on every fault).
-        vmas = self.vmas
         lo, hi = 0, len(vmas)
         while lo < hi:
             mid = (lo + hi) // 2
@@ -115,6 +126,7 @@ class MM:
             else:
                 lo = mid + 1
         if lo and page < vmas[lo - 1].end:
+            self.vma_hint = lo - 1
             return vmas[lo - 1]
         return None
 

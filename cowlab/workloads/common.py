@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mypy_extensions import mypyc_attr
@@ -97,7 +98,8 @@ class ZipfKeys:
         True
     """
 
-    __slots__ = ("_bounds", "_cum", "_guide", "_last", "_perm", "_scale", "_total", "n")
+    __slots__ = ("_bounds", "_cum", "_guide", "_last", "_perm", "_random", "_rng", "_scale",
+                 "_total", "n")
 
     def __init__(self, n: int, skew: float, rng: random.Random) -> None:
         if n < 1:
@@ -111,6 +113,10 @@ class ZipfKeys:
         self._bounds: list[float] = []
         self._guide: list[int] = []
         self._scale = 0.0
+        # ``rng.random`` of the rng sample() was last given, bound once: compiled, calling
+        # a bound method skips looking ``random`` up on the rng's class at every sample.
+        self._rng = rng
+        self._random: Callable[[], float] = rng.random
         if skew != 0:
             self._cum, self._bounds, self._guide = zipf_tables(n, skew)
             self._total = self._cum[-1]
@@ -125,7 +131,10 @@ class ZipfKeys:
         cum = self._cum
         if cum is None:
             return self._perm[randbelow(rng, self.n)]
-        x = rng.random() * self._total
+        if rng is not self._rng:
+            self._rng = rng
+            self._random = rng.random
+        x = self._random() * self._total
         # bisect_left(cum, x), spelled out (compiled, it compares unboxed floats), over
         # the slice the guide table gives: bucket b holds the x with bounds[b] <= x <
         # bounds[b + 1], whose answers lie in guide[b]..guide[b + 1] (bisect is monotone).

@@ -97,7 +97,6 @@ class ForkSnapshot:
         next_snapshot = clock.now + period
         child_running = [False]
         generation = 0
-        sample = keys.sample
         while clock.now < end:
             if clock.now >= next_snapshot and not child_running[0]:
                 generation += 1
@@ -107,7 +106,7 @@ class ForkSnapshot:
                           functools.partial(self._child, child=child, running=child_running),
                           cpu=1, mm=child)
                 next_snapshot = clock.now + period
-            yield from t.write(mm, sample(rng))
+            yield from t.write(mm, keys.sample(rng))
             yield from t.think(interval)
 
     def _child(self, t: Thread, child: MM, running: list[bool]) -> ThreadGen:

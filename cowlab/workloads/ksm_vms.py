@@ -132,8 +132,7 @@ class KsmVms:
         clock = t.kernel.clock
         end = p.duration_ns
         interval = p.write_interval_ns
-        sample = keys.sample
         rng = run.rng
         while clock.now < end:
-            yield from t.write(vm, sample(rng))
+            yield from t.write(vm, keys.sample(rng))
             yield from t.think(interval)

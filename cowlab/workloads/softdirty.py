@@ -116,10 +116,9 @@ class SoftdirtyTracking:
         clock = t.kernel.clock
         end = p.duration_ns
         interval = p.write_interval_ns
-        sample = keys.sample
         rng = run.rng
         while clock.now < end:
-            yield from t.write(mm, sample(rng))
+            yield from t.write(mm, keys.sample(rng))
             yield from t.think(interval)
 
     def _criu(self, t: Thread, mm: MM) -> ThreadGen:

@@ -85,7 +85,6 @@ class VmsplicePipe:
         next_fork = clock.now + period
         generation = 0
         end = p.duration_ns
-        sample = keys.sample
         while clock.now < end:
             if clock.now >= next_fork:
                 generation += 1
@@ -96,7 +95,7 @@ class VmsplicePipe:
                                             generation=generation),
                           cpu=1, mm=child)
                 next_fork = clock.now + period
-            yield from t.write(mm, sample(rng))
+            yield from t.write(mm, keys.sample(rng))
             yield from t.think(interval)
 
     def _worker(self, t: Thread, child: MM, pages: list[int], generation: int) -> ThreadGen:

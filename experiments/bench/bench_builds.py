@@ -204,17 +204,14 @@ def work_env(quick: bool) -> dict[str, Any]:
 
 
 def work_train(quick: bool) -> dict[str, Any]:
-    from cowlab.config import load_config
     from cowlab.train import train
+
+    sys.path.insert(0, str(HERE))
+    from bench_env import short_training
 
     steps = 4_096 if quick else 20_480
     with tempfile.TemporaryDirectory() as out, open(os.devnull, "w") as null:
-        cfg = load_config(ROOT / "configs" / "exclusive.yaml", [
-            f"output.dir={out}", f"agent.total_timesteps={steps}", "eval.every_steps=0",
-            "output.checkpoint_every=0", "output.progress=false", "eval.seeds=1",
-            "eval.max_decisions=200", "eval.baselines=[exclusive]",
-            "output.tensorboard=false"])
-        r = train(cfg, stdout=null)
+        r = train(short_training(out, steps), stdout=null)
     return {"samples": [r.env_share], "steps_per_s": r.steps_per_s}
 
 

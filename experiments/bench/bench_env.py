@@ -10,17 +10,26 @@ Run from the repository root (prints figures; not a test)::
    share of that time spent in the simulated kernel (the run greenlet) versus the
    env's own code (observation, reward, masks, switching).
 2. A short PPO run of ``configs/exclusive.yaml``: steps per second and the share of the
-   learning time spent in the environments versus the learner.
+   learning time spent in the environments versus the learner; then the very same
+   environment calls (every step's action and every reset's seed, recorded during the
+   run) replayed on fresh environments without the learner, to show how much of the
+   environments' time in training is their own work and how much is the learner's
+   effect on the caches (the replay checks that it reproduces every observation).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import platform
 import random
 import statistics
 import sys
+import tempfile
 import time
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,19 +84,122 @@ def env_rate(workload: dict[str, Any], mode: str, steps: int) -> tuple[float, fl
     return steps / wall, glet_time[0] / wall
 
 
-def train_split(steps: int) -> str:
+def short_training(out: str, steps: int) -> Any:
+    """configs/exclusive.yaml for a short timed run (this section's and bench_builds'):
+    ``steps`` steps into ``out``; no validation, checkpoints, progress or TensorBoard; a
+    one-seed final evaluation against ``exclusive``."""
     from cowlab.config import load_config
-    from cowlab.train import train
 
-    out = Path("/tmp") / "cowlab-bench-train"
-    cfg = load_config(ROOT / "configs" / "exclusive.yaml", [
+    return load_config(ROOT / "configs" / "exclusive.yaml", [
         f"output.dir={out}", f"agent.total_timesteps={steps}", "eval.every_steps=0",
         "output.checkpoint_every=0", "output.progress=false", "eval.seeds=1",
         "eval.max_decisions=200", "eval.baselines=[exclusive]", "output.tensorboard=false"])
-    r = train(cfg, stdout=open("/dev/null", "w"))  # noqa: SIM115
-    return (f"{r.num_timesteps} steps in {r.train_s:.1f} s: {r.steps_per_s:.0f} steps/s; "
-            f"environments {r.env_share:.0%} of the learning time, learner (PPO rollout "
-            f"bookkeeping, forward passes, updates) {1 - r.env_share:.0%}")
+
+
+#: One environment call recorded during training: (environment, "step" or "reset",
+#: the action or the seed, seconds it took, CRC-32 of the observation it returned).
+Call = tuple[int, str, Any, float, int]
+
+
+@contextlib.contextmanager
+def recording_env_calls() -> Iterator[list[Call]]:
+    """Record every call that ``cowlab train``'s env timer (``cowlab.train._Timed``, the
+    wrapper whose total is the env share) times, with the same clock around the same
+    call. Benchmark instrumentation: the timer's class is patched while the block runs."""
+    import cowlab.train as training
+
+    calls: list[Call] = []
+    timed = training._Timed
+    step, reset = timed.step, timed.reset
+    index: dict[int, int] = {}
+    clock = time.perf_counter
+
+    def timed_step(self: Any, action: Any) -> Any:
+        t = clock()
+        out = self.env.step(action)
+        took = clock() - t
+        timed.total += took
+        calls.append((index.setdefault(id(self), len(index)), "step", int(action), took,
+                      zlib.crc32(out[0].tobytes())))
+        return out
+
+    def timed_reset(self: Any, **kwargs: Any) -> Any:
+        t = clock()
+        out = self.env.reset(**kwargs)
+        took = clock() - t
+        timed.total += took
+        calls.append((index.setdefault(id(self), len(index)), "reset", kwargs.get("seed"),
+                      took, zlib.crc32(out[0].tobytes())))
+        return out
+
+    timed.step, timed.reset = timed_step, timed_reset  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        timed.step, timed.reset = step, reset  # type: ignore[method-assign]
+
+
+def replay(calls: list[Call], kwargs: dict[str, Any]) -> list[float]:
+    """Seconds each recorded call takes on fresh environments, replayed in the recorded
+    order without the learner in between. Raises RuntimeError if an observation differs
+    from the recorded one (the replay would not be the same work)."""
+    import gymnasium as gym
+    import numpy as np
+
+    from cowlab.env import ENV_ID
+
+    envs: dict[int, Any] = {}
+    took: list[float] = []
+    clock = time.perf_counter
+    for n, (i, kind, arg, _, crc) in enumerate(calls):
+        env = envs.get(i)
+        if env is None:
+            env = envs[i] = gym.make(ENV_ID, **kwargs)
+        t = clock()
+        obs = env.reset(seed=arg)[0] if kind == "reset" else env.step(np.int64(arg))[0]
+        took.append(clock() - t)
+        if zlib.crc32(obs.tobytes()) != crc:
+            raise RuntimeError(f"replay diverged at call {n} ({kind} of environment {i})")
+    return took
+
+
+def train_split(steps: int) -> list[str]:
+    """Lines of section 2: the training run's split, then the replay's."""
+    from cowlab.train import env_kwargs, train
+
+    with (tempfile.TemporaryDirectory() as out, open(os.devnull, "w") as null,
+          recording_env_calls() as calls):
+        cfg = short_training(out, steps)
+        r = train(cfg, stdout=null)
+    n = r.num_timesteps
+    lines = [f"{n} steps in {r.train_s:.1f} s: {r.steps_per_s:.0f} steps/s; "
+             f"environments {r.env_share:.0%} of the learning time, learner (PPO rollout "
+             f"bookkeeping, forward passes, updates) {1 - r.env_share:.0%}"]
+    alone = replay(calls, env_kwargs(cfg))
+
+    def per_step(kind: str, seconds: list[float]) -> float:
+        return sum(s for c, s in zip(calls, seconds, strict=True) if c[1] == kind) / n * 1e6
+
+    during = [c[3] for c in calls]
+    env_us = per_step("step", during) + per_step("reset", during)
+    learner_us = r.train_s / n * 1e6 - env_us
+    alone_us = per_step("step", alone) + per_step("reset", alone)
+    lines.append(
+        f"per step: environments {env_us:.1f} us (steps {per_step('step', during):.1f}, "
+        f"resets {per_step('reset', during):.1f}), learner {learner_us:.1f} us")
+    lines.append(
+        f"the same {sum(c[1] == 'step' for c in calls)} steps and "
+        f"{sum(c[1] == 'reset' for c in calls)} resets replayed without the learner: "
+        f"{alone_us:.1f} us per step (steps {per_step('step', alone):.1f}, resets "
+        f"{per_step('reset', alone):.1f}), {env_us / alone_us:.2f}x less; at that cost the "
+        f"share would be {alone_us / (alone_us + learner_us):.0%}")
+    first = [c[3] for c in calls if c[1] == "step"]
+    by_env = {i: statistics.median(c[3] for c in calls if c[1] == "step" and c[0] == i) * 1e6
+              for i in sorted({c[0] for c in calls})}
+    lines.append("median step in training by environment (stepped in this order after "
+                 "each forward pass): " + ", ".join(f"{u:.1f} us" for u in by_env.values())
+                 + f" (all: {statistics.median(first) * 1e6:.1f} us)")
+    return lines
 
 
 def main() -> None:
@@ -116,7 +228,8 @@ def main() -> None:
             share = statistics.median(r[1] for r in runs)
             print(f"{label:<32} {mode:<11} {rate:>9,.0f} {share:>10.0%}")
     print("\n2. Training (configs/exclusive.yaml, PPO, 4 envs, 1 torch thread)")
-    print("  " + train_split(4_096 if args.quick else 20_480))
+    for line in train_split(4_096 if args.quick else 20_480):
+        print("  " + line)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 
+import pytest
+
 from cowlab.kernel.engine import Engine, Thread, ThreadGen
+from cowlab.kernel.errors import KernelError
 from tests.conftest import KernelFactory
 
 
@@ -248,3 +251,40 @@ def test_write_range_runs_the_same_operations_as_one_write_per_page(
         return (k.clock.now, engine.steps, [(r.page, r.time_ns, r.fault) for r in k.records])
 
     assert run(True) == run(False)
+
+
+def test_a_body_that_yields_to_the_engine_itself_is_refused(kernel: KernelFactory) -> None:
+    # Bodies yield only through the thread's operations (the engine reads the time of a
+    # yield from Engine.arg): anything else is an error, never a silently misread step.
+    k = kernel("v5.19")
+    engine = Engine(k)
+
+    def rogue(t: Thread) -> ThreadGen:
+        yield from t.think(1_000)
+        yield ("busy", 1_000)  # type: ignore[misc]
+
+    engine.spawn("rogue", rogue)
+    # KernelError from the pure build; the compiled engine's typed resume raises TypeError.
+    with pytest.raises((KernelError, TypeError)):
+        engine.run()
+
+
+def test_sleep_until_frees_the_cpu_until_that_time(kernel: KernelFactory) -> None:
+    k = kernel("v5.19")
+    engine = Engine(k)
+    woke: list[int] = []
+
+    def sleeper(t: Thread) -> ThreadGen:
+        yield from t.sleep_until(5_000)
+        woke.append(k.clock.now)
+        yield from t.sleep_until(1_000)  # already past: runs on at once
+        woke.append(k.clock.now)
+
+    def worker(t: Thread) -> ThreadGen:
+        yield from t.think(3_000)
+
+    engine.spawn("sleeper", sleeper, cpu=0)
+    engine.spawn("worker", worker, cpu=0)
+    engine.run()
+    assert woke == [5_000, 5_000]
+    assert engine.cpu_busy_ns[0] == 3_000
