@@ -104,33 +104,28 @@ Call = tuple[int, str, Any, float, int]
 @contextlib.contextmanager
 def recording_env_calls() -> Iterator[list[Call]]:
     """Record every call that ``cowlab train``'s env timer (``cowlab.train._Timed``, the
-    wrapper whose total is the env share) times, with the same clock around the same
-    call. Benchmark instrumentation: the timer's class is patched while the block runs."""
+    wrapper whose total is the env share) times, with the duration the timer itself adds
+    to its total. Benchmark instrumentation: the timer's methods are wrapped while the
+    block runs."""
     import cowlab.train as training
 
     calls: list[Call] = []
     timed = training._Timed
     step, reset = timed.step, timed.reset
     index: dict[int, int] = {}
-    clock = time.perf_counter
+
+    def record(self: Any, kind: str, arg: Any, total_before: float, out: Any) -> Any:
+        calls.append((index.setdefault(id(self), len(index)), kind, arg,
+                      timed.total - total_before, zlib.crc32(out[0].tobytes())))
+        return out
 
     def timed_step(self: Any, action: Any) -> Any:
-        t = clock()
-        out = self.env.step(action)
-        took = clock() - t
-        timed.total += took
-        calls.append((index.setdefault(id(self), len(index)), "step", int(action), took,
-                      zlib.crc32(out[0].tobytes())))
-        return out
+        before = timed.total
+        return record(self, "step", int(action), before, step(self, action))
 
     def timed_reset(self: Any, **kwargs: Any) -> Any:
-        t = clock()
-        out = self.env.reset(**kwargs)
-        took = clock() - t
-        timed.total += took
-        calls.append((index.setdefault(id(self), len(index)), "reset", kwargs.get("seed"),
-                      took, zlib.crc32(out[0].tobytes())))
-        return out
+        before = timed.total
+        return record(self, "reset", kwargs.get("seed"), before, reset(self, **kwargs))
 
     timed.step, timed.reset = timed_step, timed_reset  # type: ignore[method-assign]
     try:
@@ -193,12 +188,12 @@ def train_split(steps: int) -> list[str]:
         f"{alone_us:.1f} us per step (steps {per_step('step', alone):.1f}, resets "
         f"{per_step('reset', alone):.1f}), {env_us / alone_us:.2f}x less; at that cost the "
         f"share would be {alone_us / (alone_us + learner_us):.0%}")
-    first = [c[3] for c in calls if c[1] == "step"]
+    steps_in_training = [c[3] for c in calls if c[1] == "step"]
     by_env = {i: statistics.median(c[3] for c in calls if c[1] == "step" and c[0] == i) * 1e6
               for i in sorted({c[0] for c in calls})}
     lines.append("median step in training by environment (stepped in this order after "
                  "each forward pass): " + ", ".join(f"{u:.1f} us" for u in by_env.values())
-                 + f" (all: {statistics.median(first) * 1e6:.1f} us)")
+                 + f" (all: {statistics.median(steps_in_training) * 1e6:.1f} us)")
     return lines
 
 
