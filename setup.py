@@ -7,6 +7,10 @@ cowlab/workloads/*.py) are the one source of truth: mypyc turns them into C
 extension modules that sit next to them, and ``COWLAB_PURE=1`` makes cowlab import the
 ``.py`` files instead (cowlab/_build.py).
 
+With GCC the build is profile-guided (``BuildExt._compile``): compiled with
+``-fprofile-generate``, run on cowlab/_pgo.py's profiling workload, compiled again with
+``-fprofile-use``; ``COWLAB_PGO=0`` skips the profile.
+
 When there is no working C compiler, or mypyc cannot be imported or fails, the
 installation goes on as pure Python and says so (here, on the build's output, and at
 run time in ``cowlab --version``). ``COWLAB_BUILD=pure`` skips compiling on purpose.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -137,9 +142,10 @@ class BuildExt(build_ext):
                 reason = f"mypyc failed ({type(exc).__name__}: {exc})"
         if reason is None:
             reason = self._adopt(built)
+        profiled = False
         if reason is None:
             try:
-                super().run()
+                profiled = self._compile()
             except Exception as exc:
                 reason = f"compiling the kernel failed ({type(exc).__name__}: {exc})"
         if reason is not None:
@@ -150,9 +156,86 @@ class BuildExt(build_ext):
                 write_manifest({"compiled": False, "reason": reason})
             self.extensions = []
             return
-        note(f"compiled kernel built: {len(self.extensions)} extension modules")
-        write_manifest({"compiled": True, "group": GROUP, "modules": hashes},
-                       self._manifest_path())
+        note(f"compiled kernel built: {len(self.extensions)} extension modules"
+             + (", profile-guided" if profiled else ""))
+        write_manifest({"compiled": True, "group": GROUP, "modules": hashes,
+                        "profile_guided": profiled}, self._manifest_path())
+
+    def _compile(self) -> bool:
+        """Compile the extension modules; returns whether the build is profile-guided.
+
+        With GCC (unless ``COWLAB_PGO=0``) the build is profile-guided: compiled once with
+        ``-fprofile-generate``, run on cowlab/_pgo.py's profiling workload, and compiled
+        again with ``-fprofile-use`` (the hot paths laid out together, the code that never
+        ran out of their way; the same results: no semantic option changes). Should the
+        profiling run fail, the second compile goes on without a profile, with a warning.
+        Every GCC build also binds the module's own functions locally
+        (``-fno-semantic-interposition``: mypyc's functions are global symbols, which a
+        shared library otherwise calls through its PLT and never inlines) and calls
+        libpython through its GOT (``-fno-plt``).
+        """
+        if not is_gcc():
+            super().run()
+            return False
+        compiler = self.compiler  # build_ext.run() replaces the option with its instance
+        local = ["-fno-semantic-interposition", "-fno-plt"]
+        if os.environ.get("COWLAB_PGO", "1") == "0":
+            note("COWLAB_PGO=0: compiling without a profile")
+            self._flags(local)
+            super().run()
+            return False
+        with tempfile.TemporaryDirectory(prefix="cowlab-pgo-") as profile:
+            note("profile-guided build, step 1 of 3: compiling with -fprofile-generate")
+            self._flags([*local, f"-fprofile-generate={profile}", "-fprofile-update=single"],
+                        [f"-fprofile-generate={profile}"])
+            super().run()
+            note("profile-guided build, step 2 of 3: the profiling run (cowlab/_pgo.py)")
+            problem = self._profile()
+            self.force = True  # every module again, with the profile this time
+            self.compiler = compiler
+            if problem is not None:
+                warn(f"the profiling run failed ({problem}); compiling without a profile "
+                     "(slower, same results)")
+                self._flags(local)
+                super().run()
+                return False
+            note("profile-guided build, step 3 of 3: compiling with -fprofile-use")
+            self._flags([*local, f"-fprofile-use={profile}", "-fprofile-partial-training",
+                         "-Wno-missing-profile"])
+            super().run()
+        return True
+
+    def _flags(self, compile_args: list[str], link_args: tuple[str, ...] | list[str] = ()
+               ) -> None:
+        """Compile and link every extension module with mypyc's flags plus these."""
+        for ext in self.extensions:
+            base = getattr(ext, "_cowlab_flags", None)
+            if base is None:
+                base = ext._cowlab_flags = (list(ext.extra_compile_args),  # type: ignore[attr-defined]
+                                            list(ext.extra_link_args))
+            ext.extra_compile_args = [*base[0], *compile_args]
+            ext.extra_link_args = [*base[1], *link_args]
+
+    def _profile(self) -> str | None:
+        """Run cowlab/_pgo.py on the instrumented build; returns a problem, or None."""
+        root = Path(self.get_ext_fullpath(GROUP + "__mypyc")).parents[2]
+        env = dict(os.environ)
+        try:  # the compiled workloads import mypy_extensions: the build environment's
+            import mypy_extensions
+
+            env["PYTHONPATH"] = str(Path(mypy_extensions.__file__).parent)
+        except ImportError:
+            pass
+        try:
+            done = subprocess.run([sys.executable, str(ROOT / "cowlab" / "_pgo.py"), str(root)],
+                                  env=env, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        sys.stderr.write(done.stderr[-2000:])
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            return f"exit status {done.returncode}: {last}"
+        return None
 
     def _manifest_path(self) -> Path:
         """Next to the extension modules: the source tree for an editable install, the
@@ -180,6 +263,23 @@ class BuildExt(build_ext):
             path = Path(self.get_ext_fullpath(ext.name))
             if path.exists():
                 path.unlink()
+
+
+def is_gcc() -> bool:
+    """Is the C compiler setuptools uses GCC (the profile-guided build's flags are
+    GCC's)?"""
+    from setuptools._distutils.ccompiler import new_compiler
+    from setuptools._distutils.sysconfig import customize_compiler
+
+    cc = new_compiler()
+    customize_compiler(cc)
+    command = getattr(cc, "compiler_so", None) or ["cc"]
+    try:
+        out = subprocess.run([command[0], "--version"], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "Free Software Foundation" in out and "clang" not in out.lower()
 
 
 def placeholders() -> list[Extension]:

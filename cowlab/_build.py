@@ -45,13 +45,16 @@ PURE_ENV = "COWLAB_PURE"
 class Build:
     """The build in use: ``kind`` is ``compiled`` or ``pure``; ``reason`` says why pure."""
 
-    __slots__ = ("kind", "modules", "reason")
+    __slots__ = ("kind", "modules", "profile_guided", "reason")
 
-    def __init__(self, kind: str, reason: str, modules: tuple[str, ...]) -> None:
+    def __init__(self, kind: str, reason: str, modules: tuple[str, ...],
+                 profile_guided: bool = False) -> None:
         self.kind = kind
         self.reason = reason
         #: The modules the compiled build replaces (empty when none was built).
         self.modules = modules
+        #: The C compiler laid the compiled code out from a profiling run (setup.py).
+        self.profile_guided = profile_guided
 
     @property
     def compiled(self) -> bool:
@@ -118,7 +121,7 @@ def _select() -> Build:
     if stray:
         return Build("pure", f"{stray[0]} has an extension module the build did not record "
                      "(reinstall cowlab)", modules)
-    return Build("compiled", "", modules)
+    return Build("compiled", "", modules, bool(manifest.get("profile_guided")))
 
 
 class _SourceFinder(importlib.abc.MetaPathFinder):
@@ -155,9 +158,11 @@ def install() -> None:
 
 
 def describe() -> str:
-    """``compiled (mypyc)`` or ``pure Python (<why>)``, for ``cowlab --version``."""
+    """``compiled kernel (mypyc, N modules[, profile-guided])`` or ``pure-Python kernel
+    (<why>)``, for ``cowlab --version``."""
     if BUILD.compiled:
-        return f"compiled kernel (mypyc, {len(BUILD.modules)} modules)"
+        guided = ", profile-guided" if BUILD.profile_guided else ""
+        return f"compiled kernel (mypyc, {len(BUILD.modules)} modules{guided})"
     return f"pure-Python kernel ({BUILD.reason})"
 
 

@@ -95,7 +95,7 @@ from cowlab.envcore import (
     step_info,
 )
 from cowlab.kernel.decision import Decision
-from cowlab.kernel.fault import FEATURE_NAMES, FaultRecord, FaultView, OracleFaultView
+from cowlab.kernel.fault import FEATURE_NAMES, FaultView, OracleFaultView
 from cowlab.kernel.kernel import Kernel
 from cowlab.plugins import PluginError, PluginRegistry, get_registry
 from cowlab.workloads.base import Budget, Run, Workload, machine_for, resolve_workload
@@ -220,12 +220,16 @@ class _Bridge:
     #: Receive the privileged view: the ground truth goes into ``info`` (never the obs).
     oracle = True
 
+    def __init__(self) -> None:
+        #: The greenlet that started the run (the run's greenlet's parent), set by the env.
+        self.parent: greenlet | None = None
+
     def reset(self, seed: int | None) -> None:
         """Stateless."""
 
     def decide(self, fault: FaultView) -> Decision:
         """Switch to the env with the fault; apply primitives until a Decision comes."""
-        parent = greenlet.getcurrent().parent
+        parent = self.parent
         assert parent is not None
         while True:
             answer = parent.switch(fault)
@@ -329,7 +333,7 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         )
         self.render_mode = render_mode
 
-        primitives = self.action_mode is ActionMode.primitives
+        primitives = self._primitives = self.action_mode is ActionMode.primitives
         self.feature_names: tuple[str, ...] = OBSERVATION_NAMES + (
             ("primitives_used",) if primitives else ()
         )
@@ -365,10 +369,8 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         return made  # type: ignore[return-value]
 
     def _observe(self, view: FaultView) -> np.ndarray:
-        values = observe(view, self.action_mode is ActionMode.primitives, self._used,
-                         self.max_primitives)
-        obs = observation_array(values)
-        self._last_obs = obs
+        obs = self._last_obs = observation_array(
+            observe(view, self._primitives, self._used, self.max_primitives))
         return obs
 
     def _switch(self, value: object) -> FaultView | None:
@@ -403,22 +405,15 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
             machine=machine_for(workload, self.machine),
             seed=run_seed,
             keep_records=True,
-            record_hits=False,  # _settle() reads only the decided faults
+            record_hits=False,  # step() settles only the decided faults
         )
         self.run = Run(workload, kernel, run_seed, self.budget)
         self.workload_name = self.entries[index].name
         self.run_seed = run_seed
         self._used = 0
-        self._glet = greenlet(self.run.execute)
+        self._glet = glet = greenlet(self.run.execute)
+        self._bridge.parent = glet.parent
         return self._switch(None)
-
-    def _step_info(self, record: FaultRecord | None, primitive: str | None,
-                   shielded: bool) -> dict[str, Any]:
-        """The info dict of a step (:func:`cowlab.envcore.step_info`)."""
-        run = self.run
-        return step_info(self.workload_name, self.run_seed,
-                         run.kernel.nr_decisions if run is not None else 0,
-                         record, primitive, shielded)
 
     # -- Gymnasium API -------------------------------------------------------------------
     def reset(
@@ -438,7 +433,9 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
                 run_seed = int(self.np_random.integers(TRAIN_SEEDS))
             view = self._start(index, int(run_seed))
             if view is not None:
-                info = self._step_info(None, None, False)
+                assert self.run is not None
+                info = step_info(self.workload_name, self.run_seed,
+                                 self.run.kernel.nr_decisions, None, None, False)
                 self._last_info = info
                 return self._observe(view), info
         raise RuntimeError(
@@ -465,46 +462,57 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
     def step(
         self, action: np.int64 | int | Decision
     ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Answer (or, in primitives mode, act on) the pending fault; run to the next one."""
+        """Answer (or, in primitives mode, act on) the pending fault; run to the next one.
+
+        The hottest Python of a training run: the reward, the info and the next
+        observation are made by :mod:`cowlab.envcore`'s compiled functions called from
+        here directly (each method call less is measurable in ``cowlab train``'s env
+        share, experiments/bench/bench_env.py).
+        """
         view = self.fault
         if view is None:
             raise RuntimeError("step() called without a pending fault: call reset() first")
         primitive: str | None = None
         shielded = False
+        answer: object
         if isinstance(action, Decision):
-            answer: object = action
+            answer = action
         else:
             a = int(action)
-            if not 0 <= a < len(self.action_names):
-                raise ValueError(f"action {action!r} is outside 0..{len(self.action_names) - 1}")
             if a == COPY:
                 answer = _COPY_POLICY
             elif a == REUSE:
                 answer = Decision.REUSE
-            else:
+            elif 0 <= a < len(self.action_names):
                 answer, primitive = self._primitive(view, a)
+            else:
+                raise ValueError(f"action {action!r} is outside 0..{len(self.action_names) - 1}")
         if isinstance(answer, Decision):
             if self.shield and answer.is_reuse and not exclusive_proven(view):
                 answer = _COPY_SHIELD
                 shielded = True
             self._used = 0
         nxt = self._switch(answer)
-        reward, record = self._settle()
-        info = self._step_info(record, primitive, shielded)
-        terminated = truncated = False
-        if nxt is None:
-            assert self.run is not None
-            truncated = self.run.done
-            terminated = not truncated
-            obs = self._last_obs
-        elif self.terminate_on_violation and record is not None and record.violation:
-            terminated = True
-            obs = self._observe(nxt)
-            self._kill()
-        else:
-            obs = self._observe(nxt)
+        run = self.run
+        assert run is not None
+        kernel = run.kernel
+        # The reward of the decision just made, from the records the kernel appended
+        # since. settle() consumes them (empties kernel.records), so that an episode keeps
+        # no history of every write for Python's garbage collector to scan over and over.
+        w = self.reward_weights
+        reward, record = settle(kernel.records, w.safe_reuse, w.latency_per_us,
+                                w.memory_per_page, w.violation)
+        info = step_info(self.workload_name, self.run_seed, kernel.nr_decisions, record,
+                         primitive, shielded)
         self._last_info = info
-        return obs, reward, terminated, truncated, info
+        if nxt is None:
+            truncated = run.done
+            return self._last_obs, reward, not truncated, truncated, info
+        obs = self._observe(nxt)
+        if self.terminate_on_violation and record is not None and record.violation:
+            self._kill()
+            return obs, reward, True, False, info
+        return obs, reward, False, False, info
 
     def _primitive(self, view: FaultView, a: int) -> tuple[object, str | None]:
         """The answer to primitive action ``a`` (2.. of :data:`PRIMITIVE_ACTIONS`) and the
@@ -515,20 +523,6 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         self._used += 1
         name = PRIMITIVE_ACTIONS[a]
         return (name if allowed else "noop"), name
-
-    def _settle(self) -> tuple[float, FaultRecord | None]:
-        """Reward of the decision just made, from the records the kernel appended since
-        (:func:`cowlab.envcore.settle`).
-
-        The records are consumed: the env empties the run's ``kernel.records`` once they
-        are settled, so that an episode keeps no history of every write (they would pile
-        up for Python's garbage collector to scan over and over; the env's info and
-        reward are all that is made of them).
-        """
-        assert self.run is not None
-        w = self.reward_weights
-        return settle(self.run.kernel.records, w.safe_reuse, w.latency_per_us,
-                      w.memory_per_page, w.violation)
 
     def action_masks(self) -> np.ndarray:
         """Allowed actions at the pending fault (for MaskablePPO); all True between runs.

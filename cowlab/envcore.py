@@ -141,25 +141,32 @@ def step_info(workload: str | None, run_seed: int | None, decisions: int,
     """A step's info dict: the run, this step's ``primitive`` and ``shielded``, then the
     decided fault's record (outcome, fault, exclusive, violation, blockers,
     latency_ns; None, None, None, None, (), 0 without one)."""
-    info: dict[str, Any] = {
+    # One literal per case: the dict is made at its final size (filling a smaller one
+    # key by key resized it twice).
+    if record is None:
+        return {
+            "workload": workload,
+            "run_seed": run_seed,
+            "decisions": decisions,
+            "primitive": primitive,
+            "shielded": shielded,
+            "outcome": None,
+            "fault": None,
+            "exclusive": None,
+            "violation": None,
+            "blockers": (),
+            "latency_ns": 0,
+        }
+    return {
         "workload": workload,
         "run_seed": run_seed,
         "decisions": decisions,
         "primitive": primitive,
         "shielded": shielded,
+        "outcome": record.outcome,
+        "fault": record.fault,
+        "exclusive": record.exclusive,
+        "violation": record.violation,
+        "blockers": record.blockers,
+        "latency_ns": record.latency_ns,
     }
-    if record is None:
-        info["outcome"] = None
-        info["fault"] = None
-        info["exclusive"] = None
-        info["violation"] = None
-        info["blockers"] = ()
-        info["latency_ns"] = 0
-    else:
-        info["outcome"] = record.outcome
-        info["fault"] = record.fault
-        info["exclusive"] = record.exclusive
-        info["violation"] = record.violation
-        info["blockers"] = record.blockers
-        info["latency_ns"] = record.latency_ns
-    return info

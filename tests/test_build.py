@@ -150,6 +150,24 @@ def test_an_edited_source_is_never_shadowed_by_its_stale_compiled_module(
     assert build.kind == "pure" and "cowlab.kernel.fault" in build.modules
 
 
+def test_the_build_says_whether_it_is_profile_guided(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # setup.py records the profile-guided build in the manifest; cowlab --version shows it.
+    if not _build.BUILD.compiled:
+        pytest.skip(f"no compiled build here: {_build.describe()}")
+    recorded = json.loads(_build.MANIFEST.read_text(encoding="utf-8"))
+    monkeypatch.delenv("COWLAB_PURE", raising=False)
+    for guided in (True, False):
+        manifest = tmp_path / f"{guided}.json"
+        manifest.write_text(json.dumps({**recorded, "profile_guided": guided}))
+        monkeypatch.setattr(_build, "MANIFEST", manifest)
+        build = _build._select()
+        assert build.compiled and build.profile_guided is guided
+        monkeypatch.setattr(_build, "BUILD", build)
+        assert ("profile-guided" in _build.describe()) is guided
+
+
 def test_kernel_values_pickle_and_deep_copy_in_either_build() -> None:
     # A process pool ships kernel configs to its workers (cowlab selftest --matrix) and
     # records back; compiled classes need the reducers in cowlab/kernel/__init__.py.

@@ -103,9 +103,9 @@ Call = tuple[int, str, Any, float, int]
 
 @contextlib.contextmanager
 def recording_env_calls() -> Iterator[list[Call]]:
-    """Record every call that ``cowlab train``'s env timer (``cowlab.train._Timed``, the
-    wrapper whose total is the env share) times, with the duration the timer itself adds
-    to its total. Benchmark instrumentation: the timer's methods are wrapped while the
+    """Record every call that ``cowlab train``'s env timers (``cowlab.train._Timed``, the
+    wrappers whose totals make the env share) time, with the duration the timer itself
+    adds to its total. Benchmark instrumentation: the timer's methods are wrapped while the
     block runs."""
     import cowlab.train as training
 
@@ -114,17 +114,17 @@ def recording_env_calls() -> Iterator[list[Call]]:
     step, reset = timed.step, timed.reset
     index: dict[int, int] = {}
 
-    def record(self: Any, kind: str, arg: Any, total_before: float, out: Any) -> Any:
+    def record(self: Any, kind: str, arg: Any, before: float, out: Any) -> Any:
         calls.append((index.setdefault(id(self), len(index)), kind, arg,
-                      timed.total - total_before, zlib.crc32(out[0].tobytes())))
+                      self.seconds - before, zlib.crc32(out[0].tobytes())))
         return out
 
     def timed_step(self: Any, action: Any) -> Any:
-        before = timed.total
+        before = self.seconds
         return record(self, "step", int(action), before, step(self, action))
 
     def timed_reset(self: Any, **kwargs: Any) -> Any:
-        before = timed.total
+        before = self.seconds
         return record(self, "reset", kwargs.get("seed"), before, reset(self, **kwargs))
 
     timed.step, timed.reset = timed_step, timed_reset  # type: ignore[method-assign]
@@ -138,10 +138,9 @@ def replay(calls: list[Call], kwargs: dict[str, Any]) -> list[float]:
     """Seconds each recorded call takes on fresh environments, replayed in the recorded
     order without the learner in between. Raises RuntimeError if an observation differs
     from the recorded one (the replay would not be the same work)."""
-    import gymnasium as gym
     import numpy as np
 
-    from cowlab.env import ENV_ID
+    from cowlab.env import CowFaultEnv
 
     envs: dict[int, Any] = {}
     took: list[float] = []
@@ -149,7 +148,7 @@ def replay(calls: list[Call], kwargs: dict[str, Any]) -> list[float]:
     for n, (i, kind, arg, _, crc) in enumerate(calls):
         env = envs.get(i)
         if env is None:
-            env = envs[i] = gym.make(ENV_ID, **kwargs)
+            env = envs[i] = CowFaultEnv(**kwargs)  # as cowlab train makes them
         t = clock()
         obs = env.reset(seed=arg)[0] if kind == "reset" else env.step(np.int64(arg))[0]
         took.append(clock() - t)
@@ -160,7 +159,7 @@ def replay(calls: list[Call], kwargs: dict[str, Any]) -> list[float]:
 
 def train_split(steps: int) -> list[str]:
     """Lines of section 2: the training run's split, then the replay's."""
-    from cowlab.train import env_kwargs, train
+    from cowlab.train import _frozen_heap, env_kwargs, train
 
     with (tempfile.TemporaryDirectory() as out, open(os.devnull, "w") as null,
           recording_env_calls() as calls):
@@ -170,7 +169,10 @@ def train_split(steps: int) -> list[str]:
     lines = [f"{n} steps in {r.train_s:.1f} s: {r.steps_per_s:.0f} steps/s; "
              f"environments {r.env_share:.0%} of the learning time, learner (PPO rollout "
              f"bookkeeping, forward passes, updates) {1 - r.env_share:.0%}"]
-    alone = replay(calls, env_kwargs(cfg))
+    # Under the trainer's collector settings: the learning run's heap (torch, the model)
+    # is still here, and the default settings would rescan it during the resets.
+    with _frozen_heap():
+        alone = replay(calls, env_kwargs(cfg))
 
     def per_step(kind: str, seconds: list[float]) -> float:
         return sum(s for c, s in zip(calls, seconds, strict=True) if c[1] == kind) / n * 1e6
