@@ -93,14 +93,20 @@ def write_manifest(data: dict[str, Any], path: Path = MANIFEST) -> None:
     os.replace(tmp, path)
 
 
-def compiler_problem() -> str | None:
-    """Why no extension can be built here (None: a C compiler works)."""
+def c_compiler() -> Any:
+    """The C compiler setuptools builds extension modules with, configured as it would."""
     from setuptools._distutils.ccompiler import new_compiler
     from setuptools._distutils.sysconfig import customize_compiler
 
+    cc = new_compiler()
+    customize_compiler(cc)
+    return cc
+
+
+def compiler_problem() -> str | None:
+    """Why no extension can be built here (None: a C compiler works)."""
     try:
-        cc = new_compiler()
-        customize_compiler(cc)
+        cc = c_compiler()
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp) / "probe.c"
             src.write_text("int cowlab_probe(void) { return 0; }\n", encoding="utf-8")
@@ -268,12 +274,7 @@ class BuildExt(build_ext):
 def is_gcc() -> bool:
     """Is the C compiler setuptools uses GCC (the profile-guided build's flags are
     GCC's)?"""
-    from setuptools._distutils.ccompiler import new_compiler
-    from setuptools._distutils.sysconfig import customize_compiler
-
-    cc = new_compiler()
-    customize_compiler(cc)
-    command = getattr(cc, "compiler_so", None) or ["cc"]
+    command = getattr(c_compiler(), "compiler_so", None) or ["cc"]
     try:
         out = subprocess.run([command[0], "--version"], capture_output=True, text=True,
                              timeout=60).stdout

@@ -141,32 +141,27 @@ def step_info(workload: str | None, run_seed: int | None, decisions: int,
     """A step's info dict: the run, this step's ``primitive`` and ``shielded``, then the
     decided fault's record (outcome, fault, exclusive, violation, blockers,
     latency_ns; None, None, None, None, (), 0 without one)."""
-    # One literal per case: the dict is made at its final size (filling a smaller one
-    # key by key resized it twice).
-    if record is None:
-        return {
-            "workload": workload,
-            "run_seed": run_seed,
-            "decisions": decisions,
-            "primitive": primitive,
-            "shielded": shielded,
-            "outcome": None,
-            "fault": None,
-            "exclusive": None,
-            "violation": None,
-            "blockers": (),
-            "latency_ns": 0,
-        }
+    outcome: str | None = None
+    fault: str | None = None
+    exclusive: bool | None = None
+    violation: str | None = None
+    blockers: tuple[str, ...] = ()
+    latency_ns = 0
+    if record is not None:
+        outcome, fault, exclusive = record.outcome, record.fault, record.exclusive
+        violation, blockers, latency_ns = record.violation, record.blockers, record.latency_ns
+    # One literal: the dict is made at its final size (filled key by key, it was
+    # resized twice).
     return {
         "workload": workload,
         "run_seed": run_seed,
         "decisions": decisions,
         "primitive": primitive,
         "shielded": shielded,
-        "outcome": record.outcome,
-        "fault": record.fault,
-        "exclusive": record.exclusive,
-        "violation": record.violation,
-        "blockers": record.blockers,
-        "latency_ns": record.latency_ns,
+        "outcome": outcome,
+        "fault": fault,
+        "exclusive": exclusive,
+        "violation": violation,
+        "blockers": blockers,
+        "latency_ns": latency_ns,
     }
