@@ -14,9 +14,11 @@ numpy, pluggy...) are not installed: it imports only the compiled modules, whose
 imports are the standard library's and ``mypy_extensions``, under a bare ``cowlab``
 package (cowlab/__init__.py, which imports gymnasium, is not run). What it runs: every
 shipped workload at its training-sized parameters on the kernel eras the leaderboard
-uses, decided by a small policy that reads the env's observation of every fault and
-reuses the pages the kernel can prove exclusive (copying a few anyway), and settles
-each decision's reward and info as the env does. Usage (setup.py does this)::
+uses, decided through the env's own compiled machinery (cowlab/envcore.py: the
+:class:`Bridge` policy, each decision made an env step by :meth:`StepCore.step`, with
+its reward, info and next observation) by a stand-in agent that reuses the pages the
+kernel can prove exclusive (copying a few anyway); only the greenlet switch between
+the run and the env is left out. Usage (setup.py does this)::
 
     python cowlab/_pgo.py <directory holding the built cowlab package>
 """
@@ -51,34 +53,42 @@ def main(root: str) -> None:
     sys.modules["cowlab"] = package
     sys.path.insert(0, root)
 
-    from cowlab.envcore import observe, settle, step_info
+    from cowlab.envcore import COPY, REUSE, Bridge, StepCore, exclusive_proven
     from cowlab.kernel.decision import Decision
     from cowlab.kernel.kernel import Kernel
     from cowlab.kernel.presets import get_preset
     from cowlab.workloads.base import Budget, Run, machine_for, resolve_workload
 
-    class Profiler:
-        """Reuses what the kernel can prove exclusive (one in eight copied anyway)."""
+    class Glet:
+        """Stands in for the greenlet an env runs the run in (greenlet is not installed
+        here, and the run calls its policy directly): the step's switch hands back the
+        fault being decided."""
 
-        name = "pgo"
-        oracle = True
+        dead = False
 
         def __init__(self) -> None:
-            self.kernel: Any = None
-            self.rng = random.Random(0)
+            self.view: Any = None
 
-        def reset(self, seed: int | None) -> None:
-            self.rng.seed(seed)
+        def switch(self, answer: object = None) -> Any:
+            return self.view
 
-        def decide(self, view: Any) -> Decision:
-            observe(view, False, 0, 4)
-            k = self.kernel
-            _, record = settle(k.records, 1.0, 0.1, 0.1, 100.0)
-            step_info("pgo", 0, k.nr_decisions, record, None, False)
-            proven = view.anon_exclusive or (view.path != "swap" and view.refcount == 1)
-            if proven and self.rng.random() >= 0.125:
-                return Decision.REUSE
-            return Decision.COPY
+    class Agent:
+        """Stands in for the env's side of the switch (the bridge's parent): reuses what
+        the kernel can prove exclusive (one in eight copied anyway), and makes each
+        decision into an env step (StepCore.step: the reward, the info, the next
+        observation, as a list)."""
+
+        def __init__(self, core: StepCore, glet: Glet, seed: int) -> None:
+            self.core = core
+            self.glet = glet
+            self.rng = random.Random(seed)
+
+        def switch(self, view: Any) -> Decision:
+            reuse = exclusive_proven(view) and self.rng.random() >= 0.125
+            core = self.core
+            core.fault = self.glet.view = view
+            core.step(REUSE if reuse else COPY)
+            return Decision.REUSE if reuse else Decision.COPY
 
     start = time.perf_counter()
     decisions = 0
@@ -87,11 +97,14 @@ def main(root: str) -> None:
         for era in ERAS:
             for seed in range(2):
                 workload = resolve_workload(made, seed)
-                policy = Profiler()
-                kernel = Kernel(get_preset(era), policy, machine=machine_for(workload, None),
+                glet = Glet()
+                core = StepCore(1.0, 0.1, 0.1, 100.0, False, 4, False, False, list, None)
+                bridge = Bridge()
+                bridge.parent = Agent(core, glet, seed)
+                kernel = Kernel(get_preset(era), bridge, machine=machine_for(workload, None),
                                 seed=seed, keep_records=True, record_hits=False)
-                policy.kernel = kernel
                 run = Run(workload, kernel, seed, Budget(max_decisions=600))
+                core.glet, core.run, core.workload, core.run_seed = glet, run, module, seed
                 run.execute()
                 decisions += kernel.nr_decisions
                 run.close()

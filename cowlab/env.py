@@ -61,6 +61,7 @@ Episodes end when the run's budget is spent (``truncated``: ``max_decisions`` or
 
 from __future__ import annotations
 
+import bisect
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, SupportsFloat
@@ -89,10 +90,14 @@ from cowlab.envcore import (
     LOG_FEATURES,
     LOG_INDEX,
     OBSERVATION_NAMES,
+    PRIMITIVE_ACTIONS,
+    Bridge,
+    StepCore,
+    apply_primitive,
     encode_features,
+    exclusive_proven,
     observe,
-    settle,
-    step_info,
+    primitive_mask,
 )
 from cowlab.kernel.decision import Decision
 from cowlab.kernel.fault import FEATURE_NAMES, FaultView, OracleFaultView
@@ -118,23 +123,6 @@ __all__ = [
 #: The registered Gymnasium id.
 ENV_ID = "cowlab/CowFault-v0"
 
-#: Actions of ``primitives`` mode, by index (``decision`` mode uses the first two).
-PRIMITIVE_ACTIONS: tuple[str, ...] = (
-    "copy",
-    "reuse",
-    "drain_lru",
-    "drain_lru_all",
-    "trylock",
-    "lock",
-    "free_swap",
-)
-COPY, REUSE = 0, 1
-
-#: The answers of the COPY action and of a shielded REUSE (Decision is immutable).
-_COPY_POLICY = Decision.COPY.because("policy")
-_COPY_SHIELD = Decision.COPY.because("shield")
-
-
 def _all_allowed(n: int) -> np.ndarray:
     mask = np.ones(n, dtype=bool)
     mask.setflags(write=False)
@@ -158,84 +146,6 @@ def observation_array(values: list[float]) -> np.ndarray:
     if pack is None:
         pack = _PACKERS[n] = struct.Struct(f"{n}f").pack
     return np.frombuffer(bytearray(pack(*values)), _FLOAT32)
-
-
-def exclusive_proven(view: FaultView) -> bool:
-    """Kernel-visible proof that reusing ``view``'s page leaks nothing.
-
-    * PageAnonExclusive is set (v5.19+, 6c287605fd56); or
-    * the v5.18 conditions on the ``wp``/``pmd`` path (53a05ad9f21d): not KSM and a
-      refcount of exactly 1, i.e. the writer's own mapping is the only reference (after
-      the policy freed the swapcache under the lock and drained the LRU batch, if it
-      needed to). A decision runs atomically in the simulator, so no lock is needed to
-      keep the count stable while it is read.
-
-    On the pre-v5.18 ``swap`` path nothing but PageAnonExclusive counts as proof (a COPY
-    there only maps the page read-only; do_wp_page asks again). A page pinned by the writer
-    itself has refcount >= 1025, so the shield copies it: it prevents leaks, not
-    ``pin_incoherent``, wherever the kernel's own state cannot tell.
-    """
-    if view.anon_exclusive:
-        return True
-    if view.path == "swap" or view.ksm:
-        return False
-    return view.refcount == 1
-
-
-def primitive_mask(view: FaultView, used: int, max_primitives: int, shield: bool) -> list[bool]:
-    """Allowed actions of ``primitives`` mode at ``view`` (see :data:`PRIMITIVE_ACTIONS`)."""
-    reuse = exclusive_proven(view) if shield else True
-    if used >= max_primitives:
-        return [True, reuse, False, False, False, False, False]
-    unlocked = not view.locked_by_policy
-    return [
-        True,
-        reuse,
-        True,
-        True,
-        unlocked,
-        unlocked,
-        view.locked_by_policy and view.swapcache,
-    ]
-
-
-def apply_primitive(view: FaultView, name: str) -> None:
-    """Apply the primitive action ``name`` to ``view`` (anything else is a no-op)."""
-    if name == "drain_lru":
-        view.drain_lru()
-    elif name == "drain_lru_all":
-        view.drain_lru_all()
-    elif name == "trylock":
-        view.trylock()
-    elif name == "lock":
-        view.lock()  # may raise Sleep: the kernel parks the thread and retries the fault
-    elif name == "free_swap":
-        view.free_swap()
-
-
-class _Bridge:
-    """The kernel's policy while the env drives it: hands each fault to the env."""
-
-    name = "agent"
-    #: Receive the privileged view: the ground truth goes into ``info`` (never the obs).
-    oracle = True
-
-    def __init__(self) -> None:
-        #: The greenlet that started the run (the run's greenlet's parent), set by the env.
-        self.parent: greenlet | None = None
-
-    def reset(self, seed: int | None) -> None:
-        """Stateless."""
-
-    def decide(self, fault: FaultView) -> Decision:
-        """Switch to the env with the fault; apply primitives until a Decision comes."""
-        parent = self.parent
-        assert parent is not None
-        while True:
-            answer = parent.switch(fault)
-            if isinstance(answer, Decision):
-                return answer
-            apply_primitive(fault, answer)
 
 
 def _as_entries(workload: object) -> list[WorkloadEntry]:
@@ -318,12 +228,23 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         self.entries = _as_entries(workload)
         if not self.entries:
             raise ConfigError("env: workload: the mix is empty")
-        for i, entry in enumerate(self.entries):
-            self._make_workload(i)  # validates names and parameters now, not at reset
+        # Names and parameters are validated now, once; a reset only builds the workload.
+        self._workload_makers: list[Callable[[], object]] = []
+        for entry in self.entries:
+            try:
+                self._workload_makers.append(self.registry.maker(
+                    "workload", entry.name, entry.params, where=f"env: workload {entry.name}"))
+            except PluginError as exc:
+                raise ConfigError(str(exc)) from None
             if not entry.weight > 0:
                 raise ConfigError(f"env: workload {entry.name}: weight must be positive")
         total = sum(e.weight for e in self.entries)
-        self._weights = np.array([e.weight / total for e in self.entries], dtype=np.float64)
+        weights = np.array([e.weight / total for e in self.entries], dtype=np.float64)
+        # What Generator.choice(n, p=weights) searches: the weights' cumulative sums,
+        # normalised by the last (see _pick_workload).
+        cdf = weights.cumsum()
+        cdf /= cdf[-1]
+        self._cdf: list[float] = cdf.tolist()
         self.shield = bool(shield)
         self.max_primitives = int(max_primitives)
         self.terminate_on_violation = bool(terminate_on_violation)
@@ -346,57 +267,48 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         self.action_names = PRIMITIVE_ACTIONS if primitives else PRIMITIVE_ACTIONS[:2]
         self.action_space = gym.spaces.Discrete(len(self.action_names))
 
-        #: The live FaultView of the pending write fault (None between episodes).
-        self.fault: FaultView | None = None
-        self.run: Run | None = None
-        self.workload_name: str | None = None
-        self.run_seed: int | None = None
-        self._glet: greenlet | None = None
-        self._bridge = _Bridge()
-        self._used = 0
-        self._last_obs = np.zeros(len(self.feature_names), dtype=np.float32)
-        self._last_info: dict[str, Any] = {}
+        w = self.reward_weights
+        #: The run and its per-step work (compiled with the kernel: cowlab/envcore.py).
+        self._core = StepCore(
+            float(w.safe_reuse), float(w.latency_per_us), float(w.memory_per_page),
+            float(w.violation), primitives, self.max_primitives, self.shield,
+            self.terminate_on_violation,
+            observation_array, np.zeros(len(self.feature_names), dtype=np.float32))
+        self._bridge = Bridge()
+
+    @property
+    def fault(self) -> FaultView | None:
+        """The live FaultView of the pending write fault (None between episodes)."""
+        return self._core.fault
+
+    @property
+    def run(self) -> Run | None:
+        """The run of the episode (the last one's until the next reset)."""
+        return self._core.run
+
+    @property
+    def workload_name(self) -> str | None:
+        """The mix entry the episode's run was drawn from."""
+        return self._core.workload
+
+    @property
+    def run_seed(self) -> int | None:
+        """The seed of the episode's run."""
+        return self._core.run_seed
 
     # -- helpers -----------------------------------------------------------------------
     def _make_workload(self, index: int) -> Workload:
-        entry = self.entries[index]
         try:
-            made = self.registry.make(
-                "workload", entry.name, entry.params, where=f"env: workload {entry.name}"
-            )
+            made = self._workload_makers[index]()
         except PluginError as exc:
             raise ConfigError(str(exc)) from None
         return made  # type: ignore[return-value]
 
-    def _observe(self, view: FaultView) -> np.ndarray:
-        obs = self._last_obs = observation_array(
-            observe(view, self._primitives, self._used, self.max_primitives))
-        return obs
-
-    def _switch(self, value: object) -> FaultView | None:
-        """Send ``value`` into the run; return the next pending fault, or None at the end."""
-        glet = self._glet
-        assert glet is not None
-        result = glet.switch(value) if value is not None else glet.switch()
-        if glet.dead:
-            self.fault = None
-            return None
-        assert isinstance(result, FaultView)
-        if result is not self.fault:
-            self._used = 0  # a new fault (or a fault retried after lock() slept)
-        self.fault = result
-        return result
-
-    def _kill(self) -> None:
-        glet, self._glet = self._glet, None
-        if glet is not None and not glet.dead:
-            glet.throw()  # GreenletExit unwinds the suspended run
-        self.fault = None
-
     def _start(self, index: int, run_seed: int) -> FaultView | None:
         # mix-v1 and friends pick their component from the run's seed.
-        if self.run is not None:
-            self.run.close()  # the last run's memory goes back now (Run.close)
+        core = self._core
+        if core.run is not None:
+            core.run.close()  # the last run's memory goes back now (Run.close)
         workload = resolve_workload(self._make_workload(index), run_seed)
         kernel = Kernel(
             self.kernel_config,
@@ -407,13 +319,10 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
             keep_records=True,
             record_hits=False,  # step() settles only the decided faults
         )
-        self.run = Run(workload, kernel, run_seed, self.budget)
-        self.workload_name = self.entries[index].name
-        self.run_seed = run_seed
-        self._used = 0
-        self._glet = glet = greenlet(self.run.execute)
+        run = Run(workload, kernel, run_seed, self.budget)
+        glet = greenlet(run.execute)
         self._bridge.parent = glet.parent
-        return self._switch(None)
+        return core.start(glet, run, self.entries[index].name, run_seed)
 
     # -- Gymnasium API -------------------------------------------------------------------
     def reset(
@@ -424,7 +333,8 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         ``options`` may pin ``workload`` (index or name in the mix) and ``run_seed``.
         """
         super().reset(seed=seed)
-        self._kill()
+        core = self._core
+        core.kill()
         options = options or {}
         for attempt in range(16):
             index = self._pick_workload(options.get("workload"))
@@ -433,11 +343,8 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
                 run_seed = int(self.np_random.integers(TRAIN_SEEDS))
             view = self._start(index, int(run_seed))
             if view is not None:
-                assert self.run is not None
-                info = step_info(self.workload_name, self.run_seed,
-                                 self.run.kernel.nr_decisions, None, None, False)
-                self._last_info = info
-                return self._observe(view), info
+                info = core.first_info()
+                return core.observe(view), info
         raise RuntimeError(
             f"workload {self.workload_name} finished 16 runs in a row without a decision"
         )
@@ -446,7 +353,11 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         if chosen is None:
             if len(self.entries) == 1:
                 return 0
-            return int(self.np_random.choice(len(self.entries), p=self._weights))
+            # np_random.choice(len(entries), p=weights), bit for bit (one uniform double,
+            # searched on the right in the normalised cumulative weights;
+            # tests/test_env.py checks it against numpy's), without choice()'s checks of
+            # p at every reset, which cost more than the rest of a reset's Python.
+            return bisect.bisect_right(self._cdf, self.np_random.random())
         if isinstance(chosen, str):
             names = [e.name for e in self.entries]
             if chosen not in names:
@@ -464,65 +375,13 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
     ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Answer (or, in primitives mode, act on) the pending fault; run to the next one.
 
-        The hottest Python of a training run: the reward, the info and the next
-        observation are made by :mod:`cowlab.envcore`'s compiled functions called from
-        here directly (each method call less is measurable in ``cowlab train``'s env
-        share, experiments/bench/bench_env.py).
+        The hottest call of a training run, so all of it is compiled code
+        (:meth:`StepCore.step <cowlab.envcore.StepCore.step>`: the action, the shield,
+        the switch into the run, the reward, the info and the next observation); each
+        line of Python less per step is measurable in ``cowlab train``'s env share
+        (experiments/bench/bench_env.py).
         """
-        view = self.fault
-        if view is None:
-            raise RuntimeError("step() called without a pending fault: call reset() first")
-        primitive: str | None = None
-        shielded = False
-        answer: object
-        if isinstance(action, Decision):
-            answer = action
-        else:
-            a = int(action)
-            if a == COPY:
-                answer = _COPY_POLICY
-            elif a == REUSE:
-                answer = Decision.REUSE
-            elif 0 <= a < len(self.action_names):
-                answer, primitive = self._primitive(view, a)
-            else:
-                raise ValueError(f"action {action!r} is outside 0..{len(self.action_names) - 1}")
-        if isinstance(answer, Decision):
-            if self.shield and answer.is_reuse and not exclusive_proven(view):
-                answer = _COPY_SHIELD
-                shielded = True
-            self._used = 0
-        nxt = self._switch(answer)
-        run = self.run
-        assert run is not None
-        kernel = run.kernel
-        # The reward of the decision just made, from the records the kernel appended
-        # since. settle() consumes them (empties kernel.records), so that an episode keeps
-        # no history of every write for Python's garbage collector to scan over and over.
-        w = self.reward_weights
-        reward, record = settle(kernel.records, w.safe_reuse, w.latency_per_us,
-                                w.memory_per_page, w.violation)
-        info = step_info(self.workload_name, self.run_seed, kernel.nr_decisions, record,
-                         primitive, shielded)
-        self._last_info = info
-        if nxt is None:
-            truncated = run.done
-            return self._last_obs, reward, not truncated, truncated, info
-        obs = self._observe(nxt)
-        if self.terminate_on_violation and record is not None and record.violation:
-            self._kill()
-            return obs, reward, True, False, info
-        return obs, reward, False, False, info
-
-    def _primitive(self, view: FaultView, a: int) -> tuple[object, str | None]:
-        """The answer to primitive action ``a`` (2.. of :data:`PRIMITIVE_ACTIONS`) and the
-        primitive it counts as (None: the fault's budget is used up, a COPY)."""
-        if self._used >= self.max_primitives:
-            return _COPY_POLICY, None
-        allowed = primitive_mask(view, self._used, self.max_primitives, False)[a]
-        self._used += 1
-        name = PRIMITIVE_ACTIONS[a]
-        return (name if allowed else "noop"), name
+        return self._core.step(action)
 
     def action_masks(self) -> np.ndarray:
         """Allowed actions at the pending fault (for MaskablePPO); all True between runs.
@@ -539,7 +398,7 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
                 return _ALL_ALLOWED[2]
             return np.array([True, False], dtype=bool)
         return np.array(
-            primitive_mask(view, self._used, self.max_primitives, self.shield), dtype=bool
+            primitive_mask(view, self._core.used, self.max_primitives, self.shield), dtype=bool
         )
 
     def render(self) -> str | None:
@@ -554,15 +413,15 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         flags = ", ".join(
             f"{name}={value:g}" for name, value in zip(FEATURE_NAMES, view.features(), strict=True)
         )
-        last = self._last_info.get("outcome")
+        info = self._core.last_info
+        last = info.get("outcome")
         lines = [
             f"{self.workload_name} seed {self.run_seed} decision "
             f"{self.run.kernel.nr_decisions if self.run else 0}: "
             f"write fault by mm {mm} on page {view.page} (cpu {view.cpu}, path {view.path})",
             f"  folio: {flags}",
             f"  last outcome: {last}"
-            + (f" (violation {self._last_info['violation']})"
-               if self._last_info.get("violation") else ""),
+            + (f" (violation {info['violation']})" if info.get("violation") else ""),
         ]
         if truth is not None:
             lines.append(f"  ground truth (not observed): exclusive={truth.exclusive}")
@@ -570,7 +429,8 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
 
     def close(self) -> None:
         """Abandon the run in progress and release it (:meth:`Run.close`)."""
-        self._kill()
-        if self.run is not None:
-            self.run.close()
+        core = self._core
+        core.kill()
+        if core.run is not None:
+            core.run.close()
         super().close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import difflib
 import functools
@@ -538,6 +539,11 @@ def _coerce_float(value: object) -> float:
     raise TypeError(f"expected float, {_got(value)}")
 
 
+#: Parameter values that :meth:`PluginRegistry.maker` passes to every object it builds
+#: as they are (immutable).
+_SHARED_PARAM_TYPES = (bool, int, float, str, bytes, type(None))
+
+
 def _field_types(schema: type[Any]) -> dict[str, object]:
     # Plugins commonly use "from __future__ import annotations", which leaves field types
     # as strings; get_type_hints resolves them, with a best-effort fallback.
@@ -688,6 +694,29 @@ class PluginRegistry:
             UnknownNameError: ``name`` or one of the parameter keys is unknown.
             PluginError: Bad parameter value, failing factory or invalid policy object.
         """
+        return self.maker(kind, name, params, where=where)()
+
+    def maker(
+        self,
+        kind: str,
+        name: str,
+        params: Mapping[str, object] | None = None,
+        *,
+        where: str = "",
+    ) -> Callable[[], object]:
+        """:meth:`make` in two halves: look ``name`` up and validate ``params`` now, and
+        return a function that builds a new object at each call.
+
+        For a caller that builds the same thing over and over (the env makes a workload
+        at every reset): the validation (type hints, the schema's ``__post_init__``, a
+        deep copy of the values) is done once. Each call gets its own copy of any
+        parameter that is a container, as :meth:`make` does.
+
+        Raises:
+            UnknownNameError: At once, as :meth:`make`.
+            PluginError: Bad parameters at once; a failing factory or an invalid policy
+                object at the call.
+        """
         reg = self.get(kind, name, where=where)
         what = f"{kind} {name!r}"
         given = dict(params or {})
@@ -698,16 +727,22 @@ class PluginRegistry:
             kwargs: dict[str, object] = {}
         else:
             kwargs = self._build_params(reg.params, given, what, where)
-        try:
-            obj = reg.factory(**kwargs)
-        except Exception as exc:
-            raise PluginError(
-                f"{_prefix(where)}{what} from {self._owner(reg)} could not be made: "
-                f"{_describe_exc(exc)}"
-            ) from exc
-        if kind == "policy":
-            self._check_policy(reg, obj, where)
-        return obj
+        # Scalars are shared between the objects built; anything else is copied per call.
+        mutable = any(not isinstance(v, _SHARED_PARAM_TYPES) for v in kwargs.values())
+
+        def build() -> object:
+            try:
+                obj = reg.factory(**(copy.deepcopy(kwargs) if mutable else kwargs))
+            except Exception as exc:
+                raise PluginError(
+                    f"{_prefix(where)}{what} from {self._owner(reg)} could not be made: "
+                    f"{_describe_exc(exc)}"
+                ) from exc
+            if kind == "policy":
+                self._check_policy(reg, obj, where)
+            return obj
+
+        return build
 
     def make_policy(
         self, name: str, params: Mapping[str, object] | None = None, *, where: str = ""

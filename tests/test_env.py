@@ -213,6 +213,21 @@ def test_weighted_mix_draws_workloads_with_the_env_rng() -> None:
     assert 20 <= drawn.count(2) <= 38 and drawn.count(1) >= 2
 
 
+def test_the_mix_draw_is_numpys_weighted_choice_bit_for_bit() -> None:
+    """The env draws a mix entry as ``np_random.choice(n, p=weights)`` would, from the
+    same stream: the trained agents and leaderboard runs of earlier versions replay."""
+    weights = [2.0, 1.0, 1.0, 1.0, 1.0]
+    env = CowFaultEnv(workload={"mix": [
+        {"name": "forceswap-v1", "params": {"npages": n + 1}, "weight": w}
+        for n, w in enumerate(weights)]})
+    p = np.array([w / sum(weights) for w in weights])
+    for seed in range(200):
+        twin = np.random.Generator(np.random.PCG64(seed))
+        env.np_random = np.random.Generator(np.random.PCG64(seed))
+        assert env._pick_workload(None) == int(twin.choice(len(weights), p=p))
+        assert env.np_random.bit_generator.state == twin.bit_generator.state
+
+
 def test_same_seed_gives_identical_observations_rewards_and_infos() -> None:
     kwargs: dict[str, Any] = {"workload": {"mix": [FORCESWAP, {"name": "forceswap-v1"}]},
                               "action_mode": "primitives", "max_decisions": 40}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import types
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pytest
@@ -277,6 +277,35 @@ def test_params_are_validated_and_passed_to_the_factory(param_registry: PluginRe
         "limit": None,
     }
     assert isinstance(policy.params["ratio"], float)
+
+
+@dataclass
+class ListParams:
+    """A schema with a container parameter."""
+
+    keys: list[int] = field(default_factory=lambda: [1, 2])
+
+
+def test_a_maker_validates_at_once_and_builds_a_new_object_per_call(
+        param_registry: PluginRegistry) -> None:
+    with pytest.raises(UnknownNameError, match="windw"):
+        param_registry.maker("policy", "patched-lru", {"windw": 3})  # before any call
+    build = param_registry.maker("policy", "patched-lru", {"window": 8})
+    first, second = build(), build()
+    assert isinstance(first, ParamPolicy) and isinstance(second, ParamPolicy)
+    assert first is not second
+    made = param_registry.make_policy("patched-lru", {"window": 8})
+    assert first.params == second.params == made.params  # type: ignore[attr-defined]
+
+
+def test_a_maker_gives_each_object_its_own_copy_of_a_container_parameter() -> None:
+    reg = load(("mine", policies_plugin("mine", ("listy", ParamPolicy), params=ListParams)))
+    build = reg.maker("policy", "listy")
+    first = build()
+    assert isinstance(first, ParamPolicy)
+    first.params["keys"].append(3)
+    again = build()
+    assert isinstance(again, ParamPolicy) and again.params["keys"] == [1, 2]
 
 
 def test_unknown_param_key_names_where_and_suggests_field(param_registry: PluginRegistry) -> None:

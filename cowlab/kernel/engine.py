@@ -30,11 +30,10 @@ finished and no stop condition was reached.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from cowlab.kernel.clock import Sleep
+from cowlab.kernel.clock import Sleep, TimedEntry, heap_pop, heap_push, heap_replace
 from cowlab.kernel.errors import BlockedThread, KernelError, StallError
 
 if TYPE_CHECKING:
@@ -43,11 +42,6 @@ if TYPE_CHECKING:
     from cowlab.kernel.mm import MM
 
 T = TypeVar("T")
-# heapq's functions as finals: compiled, a final is read directly, where heapq.f() and
-# an imported name are dictionary lookups on every call.
-_heappush: Final = heapq.heappush
-_heappop: Final = heapq.heappop
-_heapreplace: Final = heapq.heapreplace
 
 #: What a thread body yields to the engine, the operation's time in ``Engine.arg``
 #: (set just before the yield, read just after it): BUSY keeps the thread's CPU busy for
@@ -65,6 +59,20 @@ Yield = int
 ThreadGen = Generator[Yield, None, None]
 ThreadBody = Callable[["Thread"], ThreadGen]
 Op = Generator[Yield, None, T]
+
+
+def _time_of(entry: TimedEntry) -> int:
+    """The time of a ready-queue entry. (A typed function: assigned from the entry
+    directly, a variable would be typed Any where it is used, and compiled code would
+    compare it generically.)"""
+    at: int = entry[0]
+    return at
+
+
+def _thread_of(entry: TimedEntry) -> Thread:
+    """The thread of a ready-queue entry (typed, as :func:`_time_of`)."""
+    thread: Thread = entry[2]
+    return thread
 
 
 def _finished_body() -> ThreadGen:
@@ -246,7 +254,7 @@ class Engine:
         self.kernel = kernel
         self.clock = kernel.clock
         kernel.defer_sleeps = True
-        self._ready: list[tuple[int, int, Thread]] = []
+        self._ready: list[TimedEntry] = []  # (time_ns, seq, thread): clock.heap_push
         self._seq = 0
         self._next_tid = 1
         self._cpus = [_Cpu() for _ in range(kernel.machine.cpus)]
@@ -292,7 +300,7 @@ class Engine:
 
     def _push(self, at: int, thread: Thread) -> None:
         self._seq += 1
-        _heappush(self._ready, (at, self._seq, thread))
+        heap_push(self._ready, (at, self._seq, thread))
 
     @property
     def idle(self) -> bool:
@@ -374,16 +382,18 @@ class Engine:
                 raise self._stall("stalled: the run ran out of runnable threads before its "
                                   "workload's end")
             else:
-                at, _seq, thread = ready[0]
+                first = ready[0]
+                at = _time_of(first)
+                thread = _thread_of(first)
                 if until_ns is not None and at > until_ns:
                     reason = "time"
                     break
                 start = max(at, cpus[thread.cpu].free_at)
                 if start > at:
                     # Its CPU is busy: it becomes runnable when the CPU frees up.
-                    _heapreplace(ready, (start, _seq, thread))
+                    heap_replace(ready, (start, first[1], thread))
                     continue
-                _heappop(ready)
+                heap_pop(ready)
             clock.run_until(start)
             kernel.busy_ns = 0
             try:
@@ -421,7 +431,7 @@ class Engine:
                 raise KernelError(
                     f"thread {thread.name} yielded {kind!r}: a thread body yields only "
                     f"through the thread's operations (yield from thread.think(ns), ...)")
-            if not ready or due < ready[0][0]:
+            if not ready or due < _time_of(ready[0]):
                 nxt, nxt_at = thread, due
             else:
                 self._push(due, thread)
