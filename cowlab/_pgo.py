@@ -61,15 +61,15 @@ def main(root: str) -> None:
 
     class Glet:
         """Stands in for the greenlet an env runs the run in (greenlet is not installed
-        here, and the run calls its policy directly): the step's switch hands back the
-        fault being decided."""
-
-        dead = False
+        here, and the run calls its policy directly): the step's switch keeps the answer
+        the step sends and hands back the fault being decided."""
 
         def __init__(self) -> None:
             self.view: Any = None
+            self.answer: Any = None
 
         def switch(self, answer: object = None) -> Any:
+            self.answer = answer
             return self.view
 
     class Agent:
@@ -85,10 +85,11 @@ def main(root: str) -> None:
 
         def switch(self, view: Any) -> Decision:
             reuse = exclusive_proven(view) and self.rng.random() >= 0.125
-            core = self.core
-            core.fault = self.glet.view = view
-            core.step(REUSE if reuse else COPY)
-            return Decision.REUSE if reuse else Decision.COPY
+            glet = self.glet
+            self.core.fault = glet.view = view
+            self.core.step(REUSE if reuse else COPY)
+            answer: Decision = glet.answer  # what the step sent into the run
+            return answer
 
     start = time.perf_counter()
     decisions = 0

@@ -254,7 +254,7 @@ class CowFaultEnv(gym.Env[np.ndarray, np.int64]):
         )
         self.render_mode = render_mode
 
-        primitives = self._primitives = self.action_mode is ActionMode.primitives
+        primitives = self.action_mode is ActionMode.primitives
         self.feature_names: tuple[str, ...] = OBSERVATION_NAMES + (
             ("primitives_used",) if primitives else ()
         )
